@@ -1,0 +1,36 @@
+# Fresh machine: `make demo` (install + the main job on the embedded world), `make test` (install + tests).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# CPU torch where no CUDA driver is present (no CUDA wheels dragged in); the default build otherwise.
+TORCH := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "torch" || echo "torch==2.13.0")
+
+.PHONY: install demo test test-all lint clean-world
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/mllmtune world build
+	$(BIN)/mllmtune train --recipe recipes/world/sft-full.yaml
+	$(BIN)/mllmtune train --recipe recipes/world/sft-freeze-vision.yaml
+
+test: install
+	$(BIN)/python -m pytest -q -m "not gpu"
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow and not gpu"
+
+lint: install
+	$(BIN)/ruff check mllmtune tests
+	$(BIN)/ruff format --check mllmtune tests
+
+clean-world:
+	rm -rf $${MLLMTUNE_HOME:-$$HOME/.cache/mllmtune}/world

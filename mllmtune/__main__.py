@@ -1,0 +1,3 @@
+from mllmtune.cli import main
+
+main()

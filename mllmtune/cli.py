@@ -1,0 +1,202 @@
+"""The `mllmtune` command line. Heavy imports (torch, transformers) happen inside commands, so `--help` is instant."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from mllmtune.errors import UserError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Tune multimodal LLMs and measure specialization gain against forgetting.",
+)
+world_app = typer.Typer(no_args_is_help=True, help="The embedded offline world: data, tokenizer and tiny base model.")
+app.add_typer(world_app, name="world")
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _user_errors(fn):
+    """Report a UserError as one line on stderr with exit code 2 (no traceback), for every command."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UserError as exc:
+            err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def command(typer_app: typer.Typer = app, *args, **kwargs):
+    return lambda fn: typer_app.command(*args, **kwargs)(_user_errors(fn))
+
+
+def _setup() -> None:
+    from mllmtune.runtime import setup
+
+    setup()
+
+
+ResultsOpt = Annotated[Path, typer.Option("--results", help="folder of the shared run table (runs.jsonl)")]
+
+
+@command()
+def train(
+    recipe: Annotated[Path, typer.Option("--recipe", "-r", help="recipe YAML file")],
+    set_: Annotated[list[str], typer.Option("--set", help="override a key, e.g. --set stage.learning_rate=1e-4")] = [],
+    results: ResultsOpt = Path("results"),
+) -> None:
+    """Tune a model as a recipe says, score it before and after, and append the run to the table."""
+    from mllmtune.recipe import load_recipe
+    from mllmtune.run import train as run_train
+
+    spec = load_recipe(recipe, set_)
+    _setup()
+    run_train(spec, results, console)
+
+
+@command(app, "eval")
+def eval_(
+    model: Annotated[str, typer.Option("--model", "-m", help="'world', a local model folder or a hub id")] = "world",
+    benchmarks: Annotated[list[str], typer.Option("--benchmarks", "-b", help="benchmark names (default: all)")] = [],
+    limit: Annotated[int | None, typer.Option(help="score only the first N examples of each")] = None,
+    batch_size: int = 64,
+    results: ResultsOpt = Path("results"),
+) -> None:
+    """Score a saved model as it is (a zero-shot row in the table)."""
+    from mllmtune import store
+    from mllmtune.evaluation.benchmarks import BENCHMARKS
+
+    names = list(benchmarks) or list(BENCHMARKS)
+    unknown = [b for b in names if b not in BENCHMARKS]
+    if unknown:
+        raise UserError(f"--benchmarks: unknown benchmark {unknown[0]!r}; known: {', '.join(BENCHMARKS)}")
+    store.check_writable(results)
+    _setup()
+    from rich.table import Table
+
+    from mllmtune.models import load_bundle
+    from mllmtune.run import evaluate_model, make_progress
+
+    bundle = load_bundle(model)
+    with make_progress(console) as progress:
+        record = evaluate_model(bundle, names, limit, batch_size, results, progress)
+    table = Table(title=f"{model} (zero-shot)")
+    for col in ("benchmark", "accuracy", "details"):
+        table.add_column(col)
+    for key, metrics in record.scores.items():
+        details = ", ".join(f"{k} {v:.1f}" for k, v in metrics.items() if k not in ("accuracy", "n"))
+        table.add_row(key, f"{metrics['accuracy']:.1f}", details)
+    console.print(table)
+    console.print(f"run {record.run_id}, {record.wall_s:.0f}s")
+
+
+@command()
+def validate(recipes: Annotated[list[Path], typer.Argument(help="recipe YAML files")]) -> None:
+    """Check recipes without running them."""
+    from mllmtune.recipe import load_recipe
+
+    for path in recipes:
+        r = load_recipe(path)
+        console.print(f"ok {path}: {r.name} ({r.strategy.name}, {r.stage.name}), hash {r.hash()}")
+
+
+@command(app, "ls")
+def ls(
+    what: Annotated[str, typer.Argument(help="strategies | recipes | benchmarks")] = "strategies",
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """List what exists."""
+    from rich.table import Table
+
+    if what == "strategies":
+        from mllmtune.strategies import REGISTRY
+
+        rows = [{"name": s.name, "family": s.family, "description": s.description} for s in REGISTRY.values()]
+    elif what == "benchmarks":
+        from mllmtune.evaluation.benchmarks import BENCHMARKS
+
+        rows = [
+            {"name": b.name, "version": b.version, "role": b.role, "description": b.description}
+            for b in BENCHMARKS.values()
+        ]
+    elif what == "recipes":
+        rows = []
+        for path in sorted(Path("recipes").rglob("*.yaml")):
+            first = path.read_text().splitlines()[:1]
+            rows.append({"path": str(path), "command": first[0].lstrip("# ").strip() if first else ""})
+    else:
+        raise UserError(f"ls: unknown listing {what!r}; choose strategies, recipes or benchmarks")
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table(title=what)
+    for col in rows[0] if rows else []:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*[str(v) for v in row.values()])
+    console.print(table)
+
+
+@command(world_app, "build")
+def world_build(
+    size: Annotated[
+        str | None, typer.Option(help="default | micro (default: $MLLMTUNE_WORLD_SIZE or default)")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="rebuild even if cached")] = False,
+) -> None:
+    """Build (or rebuild) the embedded world; also happens automatically on first use."""
+    import shutil
+
+    from mllmtune.run import make_progress
+    from mllmtune.world.build import WORLD_SIZES, build_world, ensure_world, world_root
+
+    if size is not None and size not in WORLD_SIZES:
+        raise UserError(f"--size: unknown world size {size!r}; known: {', '.join(WORLD_SIZES)}")
+    _setup()
+    with make_progress(console) as progress:
+        if force:
+            shutil.rmtree(world_root(size), ignore_errors=True)
+            world = build_world(size, log=console.print, progress=progress)
+        else:
+            world = ensure_world(size, log=console.print, progress=progress)
+    console.print(f"world ready: {world.root}")
+
+
+@command(world_app, "info")
+def world_info(size: Annotated[str | None, typer.Option(help="default | micro")] = None) -> None:
+    """Where the world is cached and how it was built."""
+    from mllmtune.world.build import world_root
+
+    root = world_root(size)
+    path = root / "build.json"
+    if not path.is_file():
+        console.print(f"not built yet: {root} (run `mllmtune world build`)")
+        return
+    info = json.loads(path.read_text())
+    info.pop("spec", None)
+    console.print_json(data={"root": str(root), **info})
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

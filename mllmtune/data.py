@@ -1,0 +1,96 @@
+"""Examples, prompts and collators shared by training and evaluation.
+
+An example is a plain dict: `prompt` (the user's text), `answer` (the target text), `image` (a PIL image or
+None) and any metadata. Prompts always go through the processor's chat template, so the same code serves the
+embedded world and real model families.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+EMOTION_QUESTION = "Which emotion does this evoke? Answer using one emotional category: {labels}"
+
+
+def emotion_prompt(labels: list[str]) -> str:
+    return EMOTION_QUESTION.format(labels=", ".join(labels))
+
+
+def messages(prompt: str, has_image: bool, answer: str | None = None) -> list[dict]:
+    content: list[dict] = [{"type": "image"}] if has_image else []
+    content.append({"type": "text", "text": prompt})
+    chat = [{"role": "user", "content": content}]
+    if answer is not None:
+        chat.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
+    return chat
+
+
+def _images(batch: list[dict]) -> list | None:
+    images = [ex["image"].convert("RGB") for ex in batch if ex.get("image") is not None]
+    return images or None
+
+
+def encode_prompts(processor, batch: list[dict], padding_side: str = "left") -> dict:
+    """Tokenize the prompts of a batch (with their images) ready for `generate`."""
+    texts = [
+        processor.apply_chat_template(
+            messages(ex["prompt"], ex.get("image") is not None), add_generation_prompt=True, tokenize=False
+        )
+        for ex in batch
+    ]
+    processor.tokenizer.padding_side = padding_side
+    return processor(text=texts, images=_images(batch), padding=True, return_tensors="pt")
+
+
+class ChatCollator:
+    """Builds `input_ids`, `labels` (loss on the answer only) and the image tensors for a batch.
+
+    The prompt goes through the processor once (which expands image placeholders the way its family
+    expects); the answer suffix, which holds no image, is tokenized on its own and appended. This keeps the
+    prompt/answer boundary exact for any chat template, at the cost of one processor call per batch.
+    """
+
+    def __init__(self, processor, max_length: int = 1024):
+        self.processor = processor
+        self.max_length = max_length
+
+    def __call__(self, batch: list[dict]) -> dict[str, Any]:
+        import torch
+
+        proc, tok = self.processor, self.processor.tokenizer
+        enc = encode_prompts(proc, batch, padding_side="right")
+        seqs, labels = [], []
+        for i, ex in enumerate(batch):
+            has_image = ex.get("image") is not None
+            prompt_text = proc.apply_chat_template(
+                messages(ex["prompt"], has_image), add_generation_prompt=True, tokenize=False
+            )
+            full_text = proc.apply_chat_template(messages(ex["prompt"], has_image, ex["answer"]), tokenize=False)
+            if not full_text.startswith(prompt_text):
+                raise ValueError("chat template renders the prompt differently with an answer; cannot mask labels")
+            suffix = tok(full_text[len(prompt_text) :], add_special_tokens=False)["input_ids"]
+            n = int(enc["attention_mask"][i].sum())
+            prompt_ids = enc["input_ids"][i, :n].tolist()
+            suffix = suffix[: max(1, self.max_length - n)]
+            seqs.append(prompt_ids + suffix)
+            labels.append([-100] * n + suffix)
+        width = max(len(s) for s in seqs)
+        pad = tok.pad_token_id
+        out = dict(enc)
+        out["input_ids"] = torch.tensor([s + [pad] * (width - len(s)) for s in seqs])
+        out["attention_mask"] = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs])
+        out["labels"] = torch.tensor([lab + [-100] * (width - len(lab)) for lab in labels])
+        seq_width = enc["input_ids"].shape[1]
+        for key, value in enc.items():  # per-token side inputs (token_type_ids, mm_token_type_ids): extend with 0
+            if (
+                key not in ("input_ids", "attention_mask")
+                and hasattr(value, "shape")
+                and value.dim() == 2
+                and value.shape == (len(batch), seq_width)
+            ):
+                grown = torch.zeros((len(batch), width), dtype=value.dtype)
+                for i, s in enumerate(seqs):
+                    n = int(enc["attention_mask"][i].sum())
+                    grown[i, :n] = value[i, :n]
+                out[key] = grown
+        return out

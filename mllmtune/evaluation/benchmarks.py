@@ -1,0 +1,108 @@
+"""Benchmarks: declared data with a version that is bumped on any change of meaning.
+
+A benchmark yields examples (`prompt`, `answer`, `image`, metadata) and scores the model's generated text for
+them. Scores are computed from model outputs only; labels are used to check them, never to produce them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from mllmtune.data import emotion_prompt
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    name: str
+    version: int
+    role: Literal["target", "retention"]
+    kind: Literal["emotion", "general"]
+    description: str
+    domain: str | None = None
+    max_new_tokens: int = 8
+    higher_is_better: tuple[tuple[str, bool], ...] = (("accuracy", True), ("macro_f1", True), ("answer_nll", False))
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    def examples(self, limit: int | None = None) -> list[dict]:
+        from mllmtune.world.build import load_world_split
+
+        if self.kind == "emotion":
+            rows = load_world_split(f"emoscenes-{self.domain}", "test", limit)
+            return [dict(r, prompt=emotion_prompt(r["labels"]), answer=r["label"]) for r in rows]
+        rows = load_world_split("general", "test", limit)
+        return [dict(r, prompt=r["question"]) for r in rows]
+
+    def score_one(self, example: dict, output: str) -> tuple[str | None, bool]:
+        """(parsed prediction, correct) for one generated output."""
+        from mllmtune.evaluation.parse import exact_match, match_label, parse_yes_no
+
+        if self.kind == "emotion":
+            pred = match_label(output, example["labels"])
+        elif example["answer"] in ("yes", "no"):
+            pred = parse_yes_no(output)
+        elif example.get("choices"):
+            pred = match_label(output, example["choices"])
+        else:
+            pred = output.strip()
+            return pred, exact_match(pred, example["answer"])
+        return pred, pred is not None and pred.lower() == example["answer"].lower()
+
+    def metrics(self, examples: list[dict], preds: list[str | None], correct: list[bool]) -> dict[str, float]:
+        from sklearn.metrics import f1_score
+
+        out = {"accuracy": 100.0 * sum(correct) / max(1, len(correct)), "n": float(len(correct))}
+        if self.kind == "emotion":
+            labels = sorted({ex["answer"] for ex in examples})
+            y_pred = [p if p is not None else "<none>" for p in preds]
+            out["macro_f1"] = 100.0 * f1_score(
+                [ex["answer"] for ex in examples], y_pred, labels=labels, average="macro", zero_division=0
+            )
+        else:
+            for task in sorted({ex["task"] for ex in examples}):
+                hits = [c for ex, c in zip(examples, correct) if ex["task"] == task]
+                out[f"accuracy/{task}"] = 100.0 * sum(hits) / len(hits)
+        out["parsed"] = 100.0 * sum(p is not None for p in preds) / max(1, len(preds))
+        return out
+
+
+BENCHMARKS: dict[str, Benchmark] = {
+    b.name: b
+    for b in [
+        Benchmark(
+            "emoscenes-photo",
+            1,
+            "target",
+            "emotion",
+            "EmoScenes photo domain, 8 Mikels emotions (in-domain)",
+            domain="photo",
+        ),
+        Benchmark(
+            "emoscenes-art",
+            1,
+            "target",
+            "emotion",
+            "EmoScenes art renderer, 6 Emotion6 labels (out-of-domain)",
+            domain="art",
+        ),
+        Benchmark(
+            "emoscenes-web",
+            1,
+            "target",
+            "emotion",
+            "EmoScenes noisy web images, 4 coarse labels (out-of-domain)",
+            domain="web",
+        ),
+        Benchmark(
+            "world-general",
+            1,
+            "retention",
+            "general",
+            "general knowledge: shape VQA, caption matching, digits, emotion knowledge in text",
+            max_new_tokens=10,
+        ),
+    ]
+}

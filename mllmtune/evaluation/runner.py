@@ -1,0 +1,92 @@
+"""Evaluate a model on benchmarks by generating answers in batches and parsing them."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from mllmtune.data import ChatCollator, encode_prompts
+from mllmtune.evaluation.benchmarks import BENCHMARKS, Benchmark
+
+
+def generate(
+    model,
+    processor,
+    examples: list[dict],
+    batch_size: int,
+    max_new_tokens: int,
+    on_batch: Callable[[int], None] | None = None,
+) -> list[str]:
+    """Greedy answers for `examples`, decoded without special tokens."""
+    import torch
+
+    model.eval()
+    outputs: list[str] = []
+    for start in range(0, len(examples), batch_size):
+        batch = examples[start : start + batch_size]
+        enc = encode_prompts(processor, batch).to(model.device)
+        with torch.no_grad():
+            out = model.generate(
+                **enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=processor.tokenizer.pad_token_id
+            )
+        new = out[:, enc["input_ids"].shape[1] :]
+        outputs += processor.batch_decode(new, skip_special_tokens=True)
+        if on_batch:
+            on_batch(len(batch))
+    return outputs
+
+
+def answer_nll(model, processor, examples: list[dict], batch_size: int) -> float:
+    """Mean token cross-entropy of the reference answers: the cheap, model-agnostic forgetting signal."""
+    import torch
+
+    collate = ChatCollator(processor)
+    total, tokens = 0.0, 0
+    model.eval()
+    for start in range(0, len(examples), batch_size):
+        batch = collate(examples[start : start + batch_size])
+        batch = {k: v.to(model.device) if hasattr(v, "to") else v for k, v in batch.items()}
+        with torch.no_grad():
+            logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits.float()
+        labels = batch["labels"][:, 1:]
+        loss = torch.nn.functional.cross_entropy(
+            logits[:, :-1].reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100, reduction="sum"
+        )
+        total += float(loss)
+        tokens += int((labels != -100).sum())
+    return total / tokens if tokens else math.nan
+
+
+def evaluate(
+    model, processor, names: list[str], limit: int | None = None, batch_size: int = 64, progress=None
+) -> tuple[dict[str, dict[str, float]], dict[str, list[dict]]]:
+    """Scores `{benchmark@version: {metric: value}}` and per-sample predictions for each benchmark."""
+    scores: dict[str, dict[str, float]] = {}
+    predictions: dict[str, list[dict]] = {}
+    for name in names:
+        bench: Benchmark = BENCHMARKS[name]
+        examples = bench.examples(limit)
+        task = progress.add_task(f"eval {name}", total=len(examples)) if progress else None
+        advance = (lambda n, t=task: progress.advance(t, n)) if progress else None
+        outputs = generate(model, processor, examples, batch_size, bench.max_new_tokens, advance)
+        scored = [bench.score_one(ex, out) for ex, out in zip(examples, outputs)]
+        preds = [p for p, _ in scored]
+        correct = [c for _, c in scored]
+        metrics = bench.metrics(examples, preds, correct)
+        if bench.role == "retention":
+            metrics["answer_nll"] = answer_nll(model, processor, examples, batch_size)
+        scores[bench.key] = metrics
+        predictions[bench.key] = [
+            {
+                "index": i,
+                "answer": ex["answer"],
+                "output": out,
+                "pred": p,
+                "correct": c,
+                **({"task": ex["task"]} if "task" in ex else {}),
+            }
+            for i, (ex, out, p, c) in enumerate(zip(examples, outputs, preds, correct))
+        ]
+        if progress:
+            progress.remove_task(task)
+    return scores, predictions

@@ -1,0 +1,242 @@
+"""One run from recipe to record: load, score the base, apply the strategy, train, score, append."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import traceback
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from mllmtune import store
+from mllmtune.errors import UserError
+from mllmtune.evaluation.benchmarks import BENCHMARKS
+from mllmtune.evaluation.summary import summarize
+from mllmtune.recipe import Recipe
+
+
+def make_progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    )
+
+
+def _model_info(bundle) -> dict:
+    return {"id": bundle.model_id, "revision": bundle.revision, "family": bundle.family}
+
+
+def _eval_keys(names: list[str]) -> list[str]:
+    return [BENCHMARKS[n].key for n in names]
+
+
+def baseline_scores(
+    bundle, names: list[str], limit: int | None, batch_size: int, results: Path, progress, console: Console
+) -> dict[str, dict[str, float]]:
+    """Zero-shot scores of the untuned model, reused from earlier zero-shot records of the same model and limit.
+
+    Benchmarks not scored yet are evaluated now and appended as a zero-shot record, so every model gets its
+    baseline row in the shared table exactly once.
+    """
+    records, _ = store.read_records(results) if (results / store.RUNS_FILE).exists() else ([], [])
+    found: dict[str, dict[str, float]] = {}
+    for r in records:
+        if (
+            r.get("stage") == "zero-shot"
+            and r.get("status") == "success"
+            and r["model"].get("id") == bundle.model_id
+            and r["model"].get("revision") == bundle.revision
+            and r["recipe"].get("eval", {}).get("limit") == limit
+        ):
+            found.update(r["scores"])
+    missing = [n for n in names if BENCHMARKS[n].key not in found]
+    if missing:
+        console.print(f"scoring the base model zero-shot on {', '.join(missing)}")
+        record = evaluate_model(bundle, missing, limit, batch_size, results, progress)
+        found.update(record.scores)
+    return {k: found[k] for k in _eval_keys(names)}
+
+
+def evaluate_model(
+    bundle, names: list[str], limit: int | None, batch_size: int, results: Path, progress, seed: int = 0
+) -> store.RunRecord:
+    """Score a model as it is and append a zero-shot record."""
+    from transformers import set_seed
+
+    from mllmtune.evaluation.runner import evaluate
+    from mllmtune.provenance import peak_memory_mb, provenance
+
+    set_seed(seed)
+    t0 = time.time()
+    scores, predictions = evaluate(bundle.model, bundle.processor, names, limit, batch_size, progress)
+    recipe = {"model": _model_info(bundle), "eval": {"benchmarks": names, "limit": limit}}
+    run_id = store.new_run_id(f"zero-shot-{Path(bundle.model_id).name}")
+    for key, rows in predictions.items():
+        store.write_predictions(results, run_id, key, rows)
+    trainable, total = bundle.param_counts()
+    record = store.RunRecord(
+        run_id=run_id,
+        created_at=store.now_iso(),
+        status="success",
+        recipe=recipe,
+        recipe_hash=hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12],
+        name="zero-shot",
+        strategy="none",
+        family="none",
+        stage="zero-shot",
+        seed=seed,
+        model=_model_info(bundle),
+        trainable_params=0,
+        total_params=total,
+        wall_s=round(time.time() - t0, 2),
+        peak_mem_mb=peak_memory_mb(),
+        scores=scores,
+        artifacts={"predictions": str(results / "runs" / run_id)},
+        provenance=provenance(),
+    )
+    store.append_record(results, record)
+    return record
+
+
+def train_examples(recipe: Recipe) -> list[dict]:
+    from mllmtune.data import emotion_prompt
+    from mllmtune.world.build import load_world_split
+
+    spec = recipe.data
+    rows = load_world_split(f"emoscenes-{spec.domain}", spec.split, spec.limit)
+    if not rows:
+        raise UserError(f"data: world split emoscenes-{spec.domain}/{spec.split} is empty")
+    return [{"prompt": emotion_prompt(r["labels"]), "answer": r["label"], "image": r["image"]} for r in rows]
+
+
+def train(recipe: Recipe, results: Path, console: Console) -> store.RunRecord:
+    """Run a recipe end to end. User errors before training append nothing; later failures append `failed`."""
+    from transformers import set_seed
+
+    from mllmtune import strategies
+    from mllmtune.evaluation.runner import evaluate
+    from mllmtune.models import load_bundle
+    from mllmtune.provenance import peak_memory_mb, provenance
+    from mllmtune.stages.sft import run_sft
+
+    store.check_writable(results)
+    strategy = strategies.get(recipe.strategy.name)
+    t0 = time.time()
+    set_seed(recipe.seed)
+    bundle = load_bundle(recipe.model.id, recipe.model.revision, recipe.model.dtype)
+    examples = train_examples(recipe)
+    names = recipe.eval.target + recipe.eval.retention
+    run_id = store.new_run_id(recipe.name)
+    run_dir = results / "runs" / run_id
+    base = dict(
+        run_id=run_id,
+        recipe=recipe.resolved(),
+        recipe_hash=recipe.hash(),
+        name=recipe.name,
+        strategy=strategy.name,
+        family=strategy.family,
+        stage=recipe.stage.name,
+        seed=recipe.seed,
+        model=_model_info(bundle),
+    )
+    with make_progress(console) as progress:
+        baseline = baseline_scores(
+            bundle, names, recipe.eval.limit, recipe.eval.batch_size, results, progress, console
+        )
+        try:
+            set_seed(recipe.seed)
+            model = strategy.apply(bundle, recipe.strategy)
+            bundle.model = model
+            trainable, total = bundle.param_counts()
+            console.print(
+                f"strategy {strategy.name} ({strategy.family}): {trainable:,} of {total:,} parameters "
+                f"train ({100 * trainable / total:.2f}%)"
+            )
+            summary = run_sft(
+                model,
+                bundle.processor,
+                examples,
+                recipe.stage,
+                run_dir / "checkpoints",
+                recipe.seed,
+                progress=progress,
+                label=f"{recipe.stage.name} {recipe.name}",
+            )
+            scores, predictions = evaluate(
+                model, bundle.processor, names, recipe.eval.limit, recipe.eval.batch_size, progress
+            )
+        except UserError:
+            raise
+        except Exception as exc:
+            trainable, total = bundle.param_counts()
+            store.append_record(
+                results,
+                store.RunRecord(
+                    **base,
+                    created_at=store.now_iso(),
+                    status="failed",
+                    error=f"{type(exc).__name__}: {exc}",
+                    trainable_params=trainable,
+                    total_params=total,
+                    wall_s=round(time.time() - t0, 2),
+                    peak_mem_mb=peak_memory_mb(),
+                    baseline=baseline,
+                    provenance=provenance(),
+                    train={"traceback": traceback.format_exc()[-4000:]},
+                ),
+            )
+            raise
+    for key, rows in predictions.items():
+        store.write_predictions(results, run_id, key, rows)
+    record = store.RunRecord(
+        **base,
+        created_at=store.now_iso(),
+        status="success",
+        trainable_params=trainable,
+        total_params=total,
+        wall_s=round(time.time() - t0, 2),
+        peak_mem_mb=peak_memory_mb(),
+        scores=scores,
+        baseline=baseline,
+        train=summary,
+        artifacts={"predictions": str(run_dir / "predictions")},
+        provenance=provenance(),
+    )
+    store.append_record(results, record)
+    print_summary(console, record, recipe)
+    return record
+
+
+def print_summary(console: Console, record: store.RunRecord, recipe: Recipe) -> None:
+    target, retention = _eval_keys(recipe.eval.target), _eval_keys(recipe.eval.retention)
+    table = Table(title=f"{record.name}: {record.strategy} ({record.family}), seed {record.seed}")
+    for col in ("benchmark", "role", "base acc", "tuned acc", "Δ"):
+        table.add_column(col, justify="left" if col in ("benchmark", "role") else "right")
+    for key in target + retention:
+        b, t = (record.baseline or {}).get(key, {}).get("accuracy"), record.scores[key]["accuracy"]
+        role = "in-domain" if key == target[0] else ("target" if key in target else "retention")
+        table.add_row(
+            key, role, f"{b:.1f}" if b is not None else "-", f"{t:.1f}", f"{t - b:+.1f}" if b is not None else "-"
+        )
+    console.print(table)
+    s = summarize(record.scores, record.baseline, target, retention)
+    console.print(
+        f"E {s.get('E', float('nan')):+.1f}  F {s.get('F', float('nan')):+.1f}  O {s.get('O', float('nan')):+.1f}  "
+        f"(A^I {s['A_I']:.1f}, A^O {s['A_O']:.1f}, A {s['A']:.1f}; loss forgetting "
+        f"{s.get('loss_forgetting', float('nan')):+.3f})"
+    )
+    share = 100 * record.trainable_params / max(1, record.total_params)
+    console.print(
+        f"trainable {record.trainable_params:,} / {record.total_params:,} ({share:.2f}%), "
+        f"wall {record.wall_s:.0f}s, peak memory {record.peak_mem_mb or 0:.0f} MB, run {record.run_id}"
+    )
