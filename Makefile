@@ -17,10 +17,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $(STAMP)
 
+# The quick suite (one or two strategies per family) on the embedded world, then the leaderboard. Runs already
+# in results/ are skipped; the report is written even if a run failed.
 demo: install
 	$(BIN)/mllmtune world build
-	$(BIN)/mllmtune train --recipe recipes/world/sft-full.yaml
-	$(BIN)/mllmtune train --recipe recipes/world/sft-freeze-vision.yaml
+	$(BIN)/mllmtune bench benchmarks/quick.yaml; status=$$?; $(BIN)/mllmtune report && exit $$status
 
 test: install
 	$(BIN)/python -m pytest -q -m "not gpu"

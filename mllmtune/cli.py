@@ -55,14 +55,16 @@ ResultsOpt = Annotated[Path, typer.Option("--results", help="folder of the share
 @command()
 def train(
     recipe: Annotated[Path, typer.Option("--recipe", "-r", help="recipe YAML file")],
-    set_: Annotated[list[str], typer.Option("--set", help="override a key, e.g. --set stage.learning_rate=1e-4")] = [],
+    set_: Annotated[
+        list[str], typer.Option("--set", help="override a key, e.g. --set stage.learning_rate=1e-4")
+    ] = None,
     results: ResultsOpt = Path("results"),
 ) -> None:
     """Tune a model as a recipe says, score it before and after, and append the run to the table."""
     from mllmtune.recipe import load_recipe
     from mllmtune.run import train as run_train
 
-    spec = load_recipe(recipe, set_)
+    spec = load_recipe(recipe, set_ or [])
     _setup()
     run_train(spec, results, console)
 
@@ -70,7 +72,7 @@ def train(
 @command(app, "eval")
 def eval_(
     model: Annotated[str, typer.Option("--model", "-m", help="'world', a local model folder or a hub id")] = "world",
-    benchmarks: Annotated[list[str], typer.Option("--benchmarks", "-b", help="benchmark names (default: all)")] = [],
+    benchmarks: Annotated[list[str], typer.Option("--benchmarks", "-b", help="benchmark names (default: all)")] = None,
     limit: Annotated[int | None, typer.Option(help="score only the first N examples of each")] = None,
     batch_size: int = 64,
     results: ResultsOpt = Path("results"),
@@ -79,7 +81,7 @@ def eval_(
     from mllmtune import store
     from mllmtune.evaluation.benchmarks import BENCHMARKS
 
-    names = list(benchmarks) or list(BENCHMARKS)
+    names = list(benchmarks or []) or list(BENCHMARKS)
     unknown = [b for b in names if b not in BENCHMARKS]
     if unknown:
         raise UserError(f"--benchmarks: unknown benchmark {unknown[0]!r}; known: {', '.join(BENCHMARKS)}")
@@ -113,18 +115,55 @@ def validate(recipes: Annotated[list[Path], typer.Argument(help="recipe YAML fil
         console.print(f"ok {path}: {r.name} ({r.strategy.name}, {r.stage.name}), hash {r.hash()}")
 
 
+@command()
+def bench(
+    suite: Annotated[Path, typer.Argument(help="suite YAML, e.g. benchmarks/quick.yaml")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="list what would run and what is skipped")] = False,
+    only: Annotated[str | None, typer.Option(help="only recipes whose path or name matches (glob or text)")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override a key in every run")] = None,
+    results: ResultsOpt = Path("results"),
+) -> None:
+    """Run a suite of recipes × models × seeds, skipping runs the table already holds (so it resumes).
+
+    A failing run is recorded as failed and the suite goes on; the exit code is 1 if any run failed.
+    """
+    from mllmtune.bench import run_suite
+
+    outcome = run_suite(suite, results, console, dry_run=dry_run, only=only, extra_set=set_ or [])
+    if outcome.count("failed"):
+        raise typer.Exit(1)
+
+
+@command()
+def report(
+    results: ResultsOpt = Path("results"),
+    out: Annotated[Path | None, typer.Option(help="output folder (default: RESULTS/report)")] = None,
+) -> None:
+    """Leaderboards (CSV, markdown), plots and a terminal table from the run table."""
+    from mllmtune.report import run_report
+
+    run_report(results, out, console, err_console)
+
+
 @command(app, "ls")
 def ls(
     what: Annotated[str, typer.Argument(help="strategies | recipes | benchmarks")] = "strategies",
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="with strategies: count trainable parameters on this model")
+    ] = None,
 ) -> None:
     """List what exists."""
     from rich.table import Table
 
+    if model is not None and what != "strategies":
+        raise UserError("ls: --model applies only to `ls strategies`")
     if what == "strategies":
-        from mllmtune.strategies import REGISTRY
+        from mllmtune.strategies.listing import strategy_rows
 
-        rows = [{"name": s.name, "family": s.family, "description": s.description} for s in REGISTRY.values()]
+        if model is not None:
+            _setup()
+        rows = strategy_rows(model)
     elif what == "benchmarks":
         from mllmtune.evaluation.benchmarks import BENCHMARKS
 
@@ -150,10 +189,25 @@ def ls(
     console.print(table)
 
 
+@command(app, "export")
+def export(
+    run_id: Annotated[str, typer.Argument(help="run id from the table (results/runs.jsonl)")],
+    out: Annotated[Path | None, typer.Option(help="output folder (default: RESULTS/runs/RUN_ID/export)")] = None,
+    force: Annotated[bool, typer.Option(help="overwrite a non-empty output folder")] = False,
+    results: ResultsOpt = Path("results"),
+) -> None:
+    """Write a run's tuned model as a standard Hugging Face model (updates merged; additive modules as adapters)."""
+    from mllmtune.export import export_run
+
+    _setup()
+    path = export_run(results, run_id, out, force)
+    console.print(f"exported {run_id} to {path}")
+
+
 @command(world_app, "build")
 def world_build(
     size: Annotated[
-        str | None, typer.Option(help="default | micro (default: $MLLMTUNE_WORLD_SIZE or default)")
+        str | None, typer.Option(help="default | micro (default: $MLLMTUNE_WORLD_SIZE, else default)")
     ] = None,
     force: Annotated[bool, typer.Option(help="rebuild even if cached")] = False,
 ) -> None:

@@ -89,7 +89,7 @@ class ChatCollator:
                 and value.shape == (len(batch), seq_width)
             ):
                 grown = torch.zeros((len(batch), width), dtype=value.dtype)
-                for i, s in enumerate(seqs):
+                for i in range(len(batch)):
                     n = int(enc["attention_mask"][i].sum())
                     grown[i, :n] = value[i, :n]
                 out[key] = grown

@@ -65,6 +65,7 @@ class SFTStage(Strict):
     max_grad_norm: float = 1.0
     logging_steps: int = Field(10, ge=1)
     gradient_checkpointing: bool = False
+    group_by_length: bool = Field(True, description="batch examples of similar length together (less padding)")
 
 
 def _strategy_union():

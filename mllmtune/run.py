@@ -128,12 +128,18 @@ def train(recipe: Recipe, results: Path, console: Console) -> store.RunRecord:
     from mllmtune.models import load_bundle
     from mllmtune.provenance import peak_memory_mb, provenance
     from mllmtune.stages.sft import run_sft
+    from mllmtune.strategies.saving import save_tuned
+    from mllmtune.strategies.targets import count_parameters
 
-    store.check_writable(results)
     strategy = strategies.get(recipe.strategy.name)
+    if strategy.preflight:  # environment checks (e.g. 4-bit kernels) before anything is written
+        strategy.preflight(recipe.strategy)
+    store.check_writable(results)
     t0 = time.time()
     set_seed(recipe.seed)
     bundle = load_bundle(recipe.model.id, recipe.model.revision, recipe.model.dtype)
+    if strategy.check:  # groups that match nothing fail before the baseline is scored and recorded
+        strategy.check(bundle, recipe.strategy)
     examples = train_examples(recipe)
     names = recipe.eval.target + recipe.eval.retention
     run_id = store.new_run_id(recipe.name)
@@ -155,9 +161,9 @@ def train(recipe: Recipe, results: Path, console: Console) -> store.RunRecord:
         )
         try:
             set_seed(recipe.seed)
-            model = strategy.apply(bundle, recipe.strategy)
+            model = strategy.build(bundle, recipe.strategy, examples)
             bundle.model = model
-            trainable, total = bundle.param_counts()
+            trainable, total = count_parameters(model)
             console.print(
                 f"strategy {strategy.name} ({strategy.family}): {trainable:,} of {total:,} parameters "
                 f"train ({100 * trainable / total:.2f}%)"
@@ -171,14 +177,16 @@ def train(recipe: Recipe, results: Path, console: Console) -> store.RunRecord:
                 recipe.seed,
                 progress=progress,
                 label=f"{recipe.stage.name} {recipe.name}",
+                optimizer=strategy.optimizer(model, recipe.strategy, recipe.stage) if strategy.optimizer else None,
             )
             scores, predictions = evaluate(
                 model, bundle.processor, names, recipe.eval.limit, recipe.eval.batch_size, progress
             )
+            model_dir = save_tuned(model, bundle, strategy, recipe.strategy, run_dir / "model")
         except UserError:
             raise
         except Exception as exc:
-            trainable, total = bundle.param_counts()
+            trainable, total = count_parameters(bundle.model)
             store.append_record(
                 results,
                 store.RunRecord(
@@ -209,7 +217,7 @@ def train(recipe: Recipe, results: Path, console: Console) -> store.RunRecord:
         scores=scores,
         baseline=baseline,
         train=summary,
-        artifacts={"predictions": str(run_dir / "predictions")},
+        artifacts={"predictions": str(run_dir / "predictions"), "model": str(model_dir)},
         provenance=provenance(),
     )
     store.append_record(results, record)

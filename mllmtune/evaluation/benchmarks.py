@@ -63,7 +63,7 @@ class Benchmark:
             )
         else:
             for task in sorted({ex["task"] for ex in examples}):
-                hits = [c for ex, c in zip(examples, correct) if ex["task"] == task]
+                hits = [c for ex, c in zip(examples, correct, strict=True) if ex["task"] == task]
                 out[f"accuracy/{task}"] = 100.0 * sum(hits) / len(hits)
         out["parsed"] = 100.0 * sum(p is not None for p in preds) / max(1, len(preds))
         return out
@@ -85,7 +85,7 @@ BENCHMARKS: dict[str, Benchmark] = {
             1,
             "target",
             "emotion",
-            "EmoScenes art renderer, 6 Emotion6 labels (out-of-domain)",
+            "EmoScenes art renderer, 6 Emotion6 labels (OOD)",
             domain="art",
         ),
         Benchmark(
@@ -93,7 +93,7 @@ BENCHMARKS: dict[str, Benchmark] = {
             1,
             "target",
             "emotion",
-            "EmoScenes noisy web images, 4 coarse labels (out-of-domain)",
+            "EmoScenes noisy web images, 4 coarse labels (OOD)",
             domain="web",
         ),
         Benchmark(
@@ -101,7 +101,7 @@ BENCHMARKS: dict[str, Benchmark] = {
             1,
             "retention",
             "general",
-            "general knowledge: shape VQA, caption matching, digits, emotion knowledge in text",
+            "shape VQA, caption matching, digits, emotion knowledge in text",
             max_new_tokens=10,
         ),
     ]

@@ -69,7 +69,7 @@ def evaluate(
         task = progress.add_task(f"eval {name}", total=len(examples)) if progress else None
         advance = (lambda n, t=task: progress.advance(t, n)) if progress else None
         outputs = generate(model, processor, examples, batch_size, bench.max_new_tokens, advance)
-        scored = [bench.score_one(ex, out) for ex, out in zip(examples, outputs)]
+        scored = [bench.score_one(ex, out) for ex, out in zip(examples, outputs, strict=True)]
         preds = [p for p, _ in scored]
         correct = [c for _, c in scored]
         metrics = bench.metrics(examples, preds, correct)
@@ -85,7 +85,7 @@ def evaluate(
                 "correct": c,
                 **({"task": ex["task"]} if "task" in ex else {}),
             }
-            for i, (ex, out, p, c) in enumerate(zip(examples, outputs, preds, correct))
+            for i, (ex, out, p, c) in enumerate(zip(examples, outputs, preds, correct, strict=True))
         ]
         if progress:
             progress.remove_task(task)

@@ -12,16 +12,40 @@ from mllmtune.data import ChatCollator
 
 
 class ListDataset:
-    """A map-style dataset over a list of example dicts (Trainer needs only `__len__` and `__getitem__`)."""
+    """A map-style dataset over a list of example dicts (Trainer needs only `__len__` and `__getitem__`).
+
+    `lengths` are cheap size estimates (characters, plus a fixed cost per image) for length-grouped batching:
+    mixing long reasoning answers with short ones would otherwise pad most batches to the longest example.
+    """
+
+    IMAGE_COST = 200
 
     def __init__(self, rows: list[dict]):
         self.rows = rows
+        self.lengths = [len(r["prompt"]) + len(r["answer"]) + (self.IMAGE_COST if r.get("image") else 0) for r in rows]
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, i: int) -> dict:
         return self.rows[i]
+
+
+def _trainer_class():
+    from transformers import Trainer
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    class SuiteTrainer(Trainer):
+        """Trainer that groups batches by our length estimates (Trainer infers lengths only for HF datasets)."""
+
+        def _get_train_sampler(self, train_dataset=None):
+            dataset = train_dataset if train_dataset is not None else self.train_dataset
+            if self.args.train_sampling_strategy == "group_by_length" and isinstance(dataset, ListDataset):
+                size = self.args.train_batch_size * self.args.gradient_accumulation_steps
+                return LengthGroupedSampler(size, lengths=dataset.lengths)
+            return super()._get_train_sampler(train_dataset)
+
+    return SuiteTrainer
 
 
 def _progress_callback(progress, label: str):
@@ -61,10 +85,15 @@ def run_sft(
     progress=None,
     label: str = "sft",
     extra_callbacks: tuple = (),
+    optimizer=None,
 ) -> dict:
-    """Train `model` in place on `examples`; returns a summary (steps, losses, samples/s) for the record."""
+    """Train `model` in place on `examples`; returns a summary (steps, losses, samples/s) for the record.
+
+    `optimizer`, when given, replaces the Trainer's default AdamW (for strategies with their own parameter groups,
+    e.g. LoRA+); the learning-rate schedule still follows `stage`.
+    """
     import torch
-    from transformers import Trainer, TrainingArguments
+    from transformers import TrainingArguments
 
     if not any(p.requires_grad for p in model.parameters()):
         from mllmtune.errors import UserError
@@ -87,6 +116,7 @@ def run_sft(
         seed=seed,
         data_seed=seed,
         remove_unused_columns=False,
+        train_sampling_strategy="group_by_length" if stage.group_by_length else "random",
         dataloader_num_workers=0,
         disable_tqdm=progress is not None,
         activation_checkpointing=stage.gradient_checkpointing,
@@ -96,12 +126,13 @@ def run_sft(
     bar = _progress_callback(progress, label) if progress is not None else None
     if bar:
         callbacks.append(bar)
-    trainer = Trainer(
+    trainer = _trainer_class()(
         model=model,
         args=args,
         train_dataset=ListDataset(examples),
         data_collator=ChatCollator(processor),
         callbacks=callbacks,
+        optimizers=(optimizer, None),
     )
     if progress is not None:
         from transformers.trainer_callback import PrinterCallback
