@@ -21,7 +21,7 @@ app = typer.Typer(
 )
 world_app = typer.Typer(no_args_is_help=True, help="The embedded offline world: data, tokenizer and tiny base model.")
 app.add_typer(world_app, name="world")
-console = Console()
+console = Console(soft_wrap=True)  # long lines (run ids, commands) stay copyable
 err_console = Console(stderr=True)
 
 
@@ -54,19 +54,32 @@ ResultsOpt = Annotated[Path, typer.Option("--results", help="folder of the share
 
 @command()
 def train(
-    recipe: Annotated[Path, typer.Option("--recipe", "-r", help="recipe YAML file")],
+    recipe: Annotated[Path | None, typer.Option("--recipe", "-r", help="recipe YAML file")] = None,
     set_: Annotated[
         list[str], typer.Option("--set", help="override a key, e.g. --set stage.learning_rate=1e-4")
     ] = None,
     results: ResultsOpt = Path("results"),
+    resume: Annotated[str | None, typer.Option("--resume", help="continue a cancelled run from its checkpoint")] = (
+        None
+    ),
 ) -> None:
     """Tune a model as a recipe says, score it before and after, and append the run to the table."""
     from mllmtune.recipe import load_recipe
     from mllmtune.run import train as run_train
 
-    spec = load_recipe(recipe, set_ or [])
+    if (recipe is None) == (resume is None):
+        raise UserError("train: give exactly one of --recipe RECIPE or --resume RUN_ID")
+    if resume:
+        from mllmtune.run import resumable
+
+        spec, record = resumable(results, resume)
+    else:
+        spec, record = load_recipe(recipe, set_ or []), None
     _setup()
-    run_train(spec, results, console)
+    try:
+        run_train(spec, results, console, resume=record)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
 
 
 @command(app, "eval")

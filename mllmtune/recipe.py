@@ -65,7 +65,12 @@ class SFTStage(Strict):
     max_grad_norm: float = 1.0
     logging_steps: int = Field(10, ge=1)
     gradient_checkpointing: bool = False
-    group_by_length: bool = Field(True, description="batch examples of similar length together (less padding)")
+    save_steps: int = Field(0, ge=0, description="also checkpoint every N steps (0: only when interrupted)")
+    group_by_length: bool = Field(
+        False,
+        description="batch examples of similar length together: less padding, but on a mixed-task set each batch "
+        "becomes one task, which hurt learning in the world's pretraining (loss 1.55 vs 0.79 after 100 steps)",
+    )
 
 
 def _strategy_union():

@@ -119,15 +119,19 @@ def train_examples(recipe: Recipe) -> list[dict]:
     return [{"prompt": emotion_prompt(r["labels"]), "answer": r["label"], "image": r["image"]} for r in rows]
 
 
-def train(recipe: Recipe, results: Path, console: Console) -> store.RunRecord:
-    """Run a recipe end to end. User errors before training append nothing; later failures append `failed`."""
+def train(recipe: Recipe, results: Path, console: Console, resume: dict | None = None) -> store.RunRecord:
+    """Run a recipe end to end. User errors before training append nothing; later failures append `failed`.
+
+    Ctrl-C or SIGTERM during training appends `cancelled` with the checkpoint saved at that step; `resume` (a
+    cancelled record) continues that run, under the same run id, from its checkpoint.
+    """
     from transformers import set_seed
 
     from mllmtune import strategies
     from mllmtune.evaluation.runner import evaluate
     from mllmtune.models import load_bundle
     from mllmtune.provenance import peak_memory_mb, provenance
-    from mllmtune.stages.sft import run_sft
+    from mllmtune.stages.sft import Cancelled, run_sft
     from mllmtune.strategies.saving import save_tuned
     from mllmtune.strategies.targets import count_parameters
 
@@ -142,7 +146,7 @@ def train(recipe: Recipe, results: Path, console: Console) -> store.RunRecord:
         strategy.check(bundle, recipe.strategy)
     examples = train_examples(recipe)
     names = recipe.eval.target + recipe.eval.retention
-    run_id = store.new_run_id(recipe.name)
+    run_id = resume["run_id"] if resume else store.new_run_id(recipe.name)
     run_dir = results / "runs" / run_id
     base = dict(
         run_id=run_id,
@@ -178,6 +182,7 @@ def train(recipe: Recipe, results: Path, console: Console) -> store.RunRecord:
                 progress=progress,
                 label=f"{recipe.stage.name} {recipe.name}",
                 optimizer=strategy.optimizer(model, recipe.strategy, recipe.stage) if strategy.optimizer else None,
+                resume_from=resume["artifacts"]["checkpoint"] if resume else None,
             )
             scores, predictions = evaluate(
                 model, bundle.processor, names, recipe.eval.limit, recipe.eval.batch_size, progress
@@ -185,24 +190,30 @@ def train(recipe: Recipe, results: Path, console: Console) -> store.RunRecord:
             model_dir = save_tuned(model, bundle, strategy, recipe.strategy, run_dir / "model")
         except UserError:
             raise
-        except Exception as exc:
+        except (Exception, KeyboardInterrupt) as exc:
+            cancelled = isinstance(exc, Cancelled | KeyboardInterrupt)
+            checkpoint = getattr(exc, "checkpoint", None)
             trainable, total = count_parameters(bundle.model)
             store.append_record(
                 results,
                 store.RunRecord(
                     **base,
                     created_at=store.now_iso(),
-                    status="failed",
-                    error=f"{type(exc).__name__}: {exc}",
+                    status="cancelled" if cancelled else "failed",
+                    error=f"{type(exc).__name__}: {exc}" if not cancelled else str(exc) or "interrupted",
+                    artifacts={"checkpoint": checkpoint} if checkpoint else {},
                     trainable_params=trainable,
                     total_params=total,
                     wall_s=round(time.time() - t0, 2),
                     peak_mem_mb=peak_memory_mb(),
                     baseline=baseline,
                     provenance=provenance(),
-                    train={"traceback": traceback.format_exc()[-4000:]},
+                    train={} if cancelled else {"traceback": traceback.format_exc()[-4000:]},
                 ),
             )
+            if cancelled:
+                hint = f"; resume with: mllmtune train --resume {run_id}" if checkpoint else ""
+                console.print(f"run {run_id} cancelled{hint}")
             raise
     for key, rows in predictions.items():
         store.write_predictions(results, run_id, key, rows)
@@ -248,3 +259,20 @@ def print_summary(console: Console, record: store.RunRecord, recipe: Recipe) -> 
         f"trainable {record.trainable_params:,} / {record.total_params:,} ({share:.2f}%), "
         f"wall {record.wall_s:.0f}s, peak memory {record.peak_mem_mb or 0:.0f} MB, run {record.run_id}"
     )
+
+
+def resumable(results: Path, run_id: str) -> tuple[Recipe, dict]:
+    """The recipe and latest record of a cancelled run that left a checkpoint."""
+    from mllmtune.recipe import validate
+
+    records, _ = store.read_records(results)
+    mine = [r for r in records if r.get("run_id") == run_id]
+    if not mine:
+        raise UserError(f"--resume: no run {run_id!r} in {store.runs_file(results)}")
+    last = mine[-1]
+    checkpoint = last.get("artifacts", {}).get("checkpoint")
+    if last["status"] == "success":
+        raise UserError(f"--resume: run {run_id} already succeeded")
+    if not checkpoint or not Path(checkpoint).is_dir():
+        raise UserError(f"--resume: run {run_id} ({last['status']}) left no checkpoint to resume from")
+    return validate(last["recipe"], f"recipe of run {run_id}"), last

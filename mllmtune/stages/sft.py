@@ -6,6 +6,9 @@ The stage trains whatever the strategy left trainable; it never decides which pa
 from __future__ import annotations
 
 import math
+import signal
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 from mllmtune.data import ChatCollator
@@ -48,6 +51,56 @@ def _trainer_class():
     return SuiteTrainer
 
 
+class Cancelled(KeyboardInterrupt):
+    """Training stopped on SIGINT/SIGTERM after saving a checkpoint (a KeyboardInterrupt: nothing swallows it)."""
+
+    def __init__(self, signal_name: str, checkpoint: str | None):
+        super().__init__(f"interrupted by {signal_name}")
+        self.checkpoint = checkpoint
+
+
+def _guard_callback():
+    from transformers import TrainerCallback
+
+    class Guard(TrainerCallback):
+        """Stops cleanly: on a signal it saves a checkpoint at the next step end; on a non-finite loss it stops."""
+
+        def __init__(self):
+            self.signal: str | None = None
+            self.bad_loss: tuple[float, int] | None = None
+
+        def on_step_end(self, args, state, control, **kw):
+            if self.signal:
+                control.should_save = True
+                control.should_training_stop = True
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            loss = (logs or {}).get("loss")
+            if loss is not None and not math.isfinite(loss):
+                self.bad_loss = (loss, state.global_step)
+                control.should_training_stop = True
+
+    return Guard()
+
+
+@contextmanager
+def _signals_to(guard):
+    """Route SIGINT/SIGTERM to `guard` while training (only possible in the main thread)."""
+    handlers = {}
+
+    def handle(signum, frame):
+        guard.signal = signal.Signals(signum).name
+
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            handlers[sig] = signal.signal(sig, handle)
+    try:
+        yield
+    finally:
+        for sig, old in handlers.items():
+            signal.signal(sig, old)
+
+
 def _progress_callback(progress, label: str):
     from transformers import TrainerCallback
 
@@ -86,11 +139,14 @@ def run_sft(
     label: str = "sft",
     extra_callbacks: tuple = (),
     optimizer=None,
+    resume_from: str | None = None,
 ) -> dict:
     """Train `model` in place on `examples`; returns a summary (steps, losses, samples/s) for the record.
 
     `optimizer`, when given, replaces the Trainer's default AdamW (for strategies with their own parameter groups,
-    e.g. LoRA+); the learning-rate schedule still follows `stage`.
+    e.g. LoRA+); the learning-rate schedule still follows `stage`. Raises `Cancelled` (with the checkpoint
+    saved at the interruption) on SIGINT/SIGTERM, and `FloatingPointError` on a NaN or infinite loss.
+    `resume_from` continues from such a checkpoint: weights, optimizer, schedule and data order.
     """
     import torch
     from transformers import TrainingArguments
@@ -111,7 +167,10 @@ def run_sft(
         lr_scheduler_type=stage.lr_scheduler,
         max_grad_norm=stage.max_grad_norm,
         logging_steps=stage.logging_steps,
-        save_strategy="no",
+        save_strategy="steps" if stage.save_steps else "no",
+        save_steps=stage.save_steps or 500,
+        save_total_limit=1,
+        logging_nan_inf_filter=False,  # a NaN loss must reach the guard, not be hidden from the logs
         report_to="none",
         seed=seed,
         data_seed=seed,
@@ -122,7 +181,8 @@ def run_sft(
         activation_checkpointing=stage.gradient_checkpointing,
         use_cpu=not torch.cuda.is_available(),
     )
-    callbacks = list(extra_callbacks)
+    guard = _guard_callback()
+    callbacks = [guard, *extra_callbacks]
     bar = _progress_callback(progress, label) if progress is not None else None
     if bar:
         callbacks.append(bar)
@@ -138,10 +198,16 @@ def run_sft(
         from transformers.trainer_callback import PrinterCallback
 
         trainer.remove_callback(PrinterCallback)  # the live display shows the loss; no raw dicts on stdout
-    result = trainer.train()
+    with _signals_to(guard):
+        result = trainer.train(resume_from_checkpoint=resume_from)
+    if guard.bad_loss:
+        loss, step = guard.bad_loss
+        raise FloatingPointError(f"training loss became {loss} at step {step}; stopped")
+    if guard.signal:
+        from transformers.trainer_utils import get_last_checkpoint
+
+        raise Cancelled(guard.signal, get_last_checkpoint(str(output_dir)))
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    if losses and not math.isfinite(losses[-1]):
-        raise FloatingPointError(f"training loss became {losses[-1]}")
     return {
         "steps": trainer.state.global_step,
         "train_loss": result.training_loss,

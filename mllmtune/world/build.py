@@ -17,7 +17,7 @@ from pathlib import Path
 
 from mllmtune.world.model import SIZES, ModelSize
 
-WORLD_VERSION = "1"
+WORLD_VERSION = "3"
 DOMAINS = ("photo", "art", "web")
 
 
@@ -29,6 +29,8 @@ class WorldSize:
     general_test: dict[str, int]
     model: ModelSize
     pretrain_epochs: float
+    vision_images: int
+    vision_epochs: float
     pretrain_lr: float = 1e-3
     pretrain_batch: int = 32
 
@@ -48,6 +50,8 @@ WORLD_SIZES = {
         general_test={"vqa": 240, "caption": 160, "digits": 200, "emotion_text": 200},
         model=SIZES["default"],
         pretrain_epochs=1.0,
+        vision_images=30000,
+        vision_epochs=4,
     ),
     "micro": WorldSize(
         emo_train={"photo": 48, "art": 24, "web": 24},
@@ -63,6 +67,8 @@ WORLD_SIZES = {
         general_test={"vqa": 8, "caption": 4, "digits": 4, "emotion_text": 4},
         model=SIZES["micro"],
         pretrain_epochs=1.0,
+        vision_images=60,
+        vision_epochs=1,
         pretrain_batch=16,
     ),
 }
@@ -141,22 +147,20 @@ def load_world_split(name: str, split: str, limit: int | None = None, size: str 
     return ds.to_list() if "image" not in ds.column_names else [ds[i] for i in range(len(ds))]
 
 
-def _corpus(root: Path) -> list[str]:
+def _corpus() -> list[str]:
     from mllmtune.data import emotion_prompt
     from mllmtune.world.general import STRUCTURED_INSTRUCTION
     from mllmtune.world.scenes import LABELS
 
     texts = [STRUCTURED_INSTRUCTION] + [emotion_prompt(labels) for labels in LABELS.values()]
     texts += [" ".join(labels) for labels in LABELS.values()]
-    for split in ("train",):
-        for row in load_world_split("general", split, size=root.name.split("-", 1)[1]):
-            texts.append(row["question"])
-            texts.append(row["answer"])
+    for row in load_world_split("general", "train"):
+        texts += [row["question"], row["answer"]]
     return texts
 
 
-def pretrain_examples(root: Path, size: str) -> list[dict]:
-    rows = load_world_split("general", "train", size=size)
+def pretrain_examples() -> list[dict]:
+    rows = load_world_split("general", "train")
     return [{"prompt": r["question"], "answer": r["answer"], "image": r["image"]} for r in rows]
 
 
@@ -167,6 +171,7 @@ def build_world(size: str | None = None, seed: int = 0, log=print, progress=None
     from mllmtune.recipe import SFTStage
     from mllmtune.stages.sft import run_sft
     from mllmtune.world.model import build_model, build_processor, train_tokenizer
+    from mllmtune.world.vision import pretrain_vision
 
     size = size or current_size()
     spec = WORLD_SIZES[size]
@@ -182,10 +187,18 @@ def build_world(size: str | None = None, seed: int = 0, log=print, progress=None
     # load_world_split reads from the final location; point it at the temporary one while building.
     os.environ["_MLLMTUNE_WORLD_BUILDING"] = str(tmp)
     try:
-        tokenizer = train_tokenizer(_corpus(tmp), spec.model.vocab)
+        tokenizer = train_tokenizer(_corpus(), spec.model.vocab)
         processor = build_processor(tokenizer)
         model = build_model(tokenizer, spec.model, seed)
-        examples = pretrain_examples(tmp, size)
+        t1 = time.time()
+        tower = model.model.vision_tower
+        vision_acc = pretrain_vision(
+            tower, processor.image_processor, spec.vision_images, spec.vision_epochs, seed, progress=progress
+        )
+        t_vision = time.time() - t1
+        log(f"  vision tower pretrained in {t_vision:.0f}s; held-out head accuracy: {vision_acc}")
+        tower.requires_grad_(False)  # frozen in the language stage, as in LLaVA-1.5
+        examples = pretrain_examples()
         random.Random(seed).shuffle(examples)
         stage = SFTStage(
             epochs=spec.pretrain_epochs,
@@ -200,6 +213,7 @@ def build_world(size: str | None = None, seed: int = 0, log=print, progress=None
             model, processor, examples, stage, tmp / "pretrain", seed, progress=progress, label="pretraining base"
         )
         t_train = time.time() - t1
+        tower.requires_grad_(True)
     finally:
         os.environ.pop("_MLLMTUNE_WORLD_BUILDING", None)
     shutil.rmtree(tmp / "pretrain", ignore_errors=True)
@@ -211,6 +225,8 @@ def build_world(size: str | None = None, seed: int = 0, log=print, progress=None
         "seed": seed,
         "spec": asdict(spec),
         "data_s": round(t_data, 1),
+        "vision_s": round(t_vision, 1),
+        "vision_accuracy": vision_acc,
         "pretrain_s": round(t_train, 1),
         "build_s": round(time.time() - t0, 1),
         "pretrain": summary,
@@ -219,7 +235,10 @@ def build_world(size: str | None = None, seed: int = 0, log=print, progress=None
     (tmp / "build.json").write_text(json.dumps(info, indent=2))
     shutil.rmtree(root, ignore_errors=True)
     os.replace(tmp, root)
-    log(f"world built in {info['build_s']}s (data {info['data_s']}s, pretraining {info['pretrain_s']}s)")
+    log(
+        f"world built in {info['build_s']}s (data {info['data_s']}s, vision {info['vision_s']}s, "
+        f"language pretraining {info['pretrain_s']}s)"
+    )
     return World(root, size, WORLD_VERSION)
 
 

@@ -17,8 +17,13 @@ from mllmtune.world.render import render
 
 # (head name, classes); -100 marks "not applicable to this image".
 HEADS = {
-    "face": 2, "mouth": len(S.MOUTHS), "brows": len(S.BROWS), "eyes": len(S.EYES), "light": len(S.LIGHTS),
-    "digit": 10, "count": 4,
+    "face": 2,
+    "mouth": len(S.MOUTHS),
+    "brows": len(S.BROWS),
+    "eyes": len(S.EYES),
+    "light": len(S.LIGHTS),
+    "digit": 10,
+    "count": 4,
     **{f"shape{q}": len(G.SHAPES) + 1 for q in range(4)},
     **{f"color{q}": len(G.COLORS) + 1 for q in range(4)},
 }
@@ -66,8 +71,9 @@ def vision_examples(n: int, seed: int) -> list[tuple]:
     return out
 
 
-def pretrain_vision(tower, image_processor, n: int, epochs: float, seed: int, batch_size: int = 64, lr: float = 1e-3,
-                    progress=None) -> dict:
+def pretrain_vision(
+    tower, image_processor, n: int, epochs: float, seed: int, batch_size: int = 64, lr: float = 1e-3, progress=None
+) -> dict:
     """Train `tower` (a CLIPVisionModel) in place; returns head accuracies on a held-out batch of images."""
     import torch
     from torch import nn
@@ -105,11 +111,18 @@ def pretrain_vision(tower, image_processor, n: int, epochs: float, seed: int, ba
         return out
 
     def loss_fn(out, ys):
-        loss = sum(nn.functional.cross_entropy(out[k], ys[k], ignore_index=-100) for k in HEADS
-                   if (ys[k] != -100).any())
-        mask = ys["objects"] >= 0
-        if mask.any():
-            loss = loss + nn.functional.binary_cross_entropy_with_logits(out["objects"][mask], ys["objects"][mask])
+        loss = sum(
+            nn.functional.cross_entropy(out[k], ys[k], ignore_index=-100) for k in HEADS if (ys[k] != -100).any()
+        )
+        rows = ys["objects"][:, 0] >= 0
+        if rows.any():  # summed over the 18 objects (a mean would make it 18x weaker than one class head)
+            loss = (
+                loss
+                + nn.functional.binary_cross_entropy_with_logits(
+                    out["objects"][rows], ys["objects"][rows], reduction="sum"
+                )
+                / rows.sum()
+            )
         return loss
 
     task = progress.add_task("pretraining vision tower", total=steps) if progress else None
@@ -121,7 +134,7 @@ def pretrain_vision(tower, image_processor, n: int, epochs: float, seed: int, ba
         for start in range(0, len(order), batch_size):
             if step >= steps:
                 break
-            pixels, ys = tensors([data[i] for i in order[start:start + batch_size]])
+            pixels, ys = tensors([data[i] for i in order[start : start + batch_size]])
             loss = loss_fn(logits(pixels), ys)
             opt.zero_grad()
             loss.backward()

@@ -1,0 +1,81 @@
+"""Interrupted runs leave a record and resume; a NaN loss stops a run as failed."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mllmtune.cli import app
+from mllmtune.recipe import SFTStage
+
+ROOT = Path(__file__).parents[1]
+
+
+def test_nan_loss_stops_training(bundle):
+    from mllmtune.stages.sft import run_sft
+
+    bundle.model.lm_head.register_forward_hook(lambda mod, inp, out: out * float("nan"))
+    examples = [{"prompt": "which digit is written in the image?", "answer": "3", "image": None}] * 8
+    stage = SFTStage(max_steps=5, batch_size=4, logging_steps=1)
+    with pytest.raises(FloatingPointError, match="loss became nan at step 1"):
+        run_sft(bundle.model, bundle.processor, examples, stage, "/tmp/mllmtune-test-nan", seed=0)
+
+
+def _records(results: Path) -> list[dict]:
+    path = results / "runs.jsonl"
+    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+
+
+@pytest.mark.slow
+def test_sigint_records_cancelled_and_resume_succeeds(micro_world, tmp_path):
+    results = tmp_path / "results"
+    steps = 600
+    cmd = [
+        sys.executable,
+        "-m",
+        "mllmtune",
+        "train",
+        "--recipe",
+        "recipes/world/sft-full.yaml",
+        "--results",
+        str(results),
+        "--set",
+        f"stage.max_steps={steps}",
+        "--set",
+        "stage.batch_size=2",
+        "--set",
+        "eval.limit=2",
+    ]
+    env = dict(os.environ, MLLMTUNE_THREADS="1")
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while not any(r["stage"] == "zero-shot" for r in _records(results)):  # training starts right after
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()[0]
+        time.sleep(0.2)
+    time.sleep(2.0)
+    proc.send_signal(signal.SIGINT)
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130, out
+    cancelled = _records(results)[-1]
+    assert cancelled["status"] == "cancelled" and "SIGINT" in cancelled["error"], cancelled
+    checkpoint = Path(cancelled["artifacts"]["checkpoint"])
+    assert checkpoint.is_dir()
+    stopped_at = int(checkpoint.name.split("-")[1])
+    assert 0 < stopped_at < steps
+    assert f"mllmtune train --resume {cancelled['run_id']}" in out
+
+    res = CliRunner().invoke(app, ["train", "--resume", cancelled["run_id"], "--results", str(results)])
+    assert res.exit_code == 0, res.output
+    done = _records(results)[-1]
+    assert done["status"] == "success" and done["run_id"] == cancelled["run_id"]
+    assert done["train"]["steps"] == steps
+    assert done["recipe_hash"] == cancelled["recipe_hash"]
+    # a finished run cannot be resumed again
+    res = CliRunner().invoke(app, ["train", "--resume", cancelled["run_id"], "--results", str(results)])
+    assert res.exit_code == 2 and "already succeeded" in res.output
