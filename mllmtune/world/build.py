@@ -113,8 +113,7 @@ def world_root(size: str | None = None) -> Path:
 def _save_rows(rows: list[dict], path: Path) -> None:
     import datasets
 
-    features = None
-    ds = datasets.Dataset.from_list(rows, features=features)
+    ds = datasets.Dataset.from_list(rows)
     if "image" in ds.column_names:
         ds = ds.cast_column("image", datasets.Image())
     ds.save_to_disk(str(path))
