@@ -54,15 +54,6 @@ class Bundle:
         idx.discard(None)
         return max(idx) + 1 if idx else 0
 
-    def param_counts(self) -> tuple[int, int]:
-        """(trainable, total) parameter counts."""
-        total = trainable = 0
-        for p in self.model.parameters():
-            n = p.numel()
-            total += n
-            trainable += n if p.requires_grad else 0
-        return trainable, total
-
 
 def resolve_model_path(model_id: str) -> tuple[str, str | None]:
     """Map a recipe's `model.id` to a loadable path; 'world' is the embedded base (built on first use)."""

@@ -48,7 +48,7 @@ def baseline_scores(
     Benchmarks not scored yet are evaluated now and appended as a zero-shot record, so every model gets its
     baseline row in the shared table exactly once.
     """
-    records, _ = store.read_records(results) if (results / store.RUNS_FILE).exists() else ([], [])
+    records, _ = store.read_records(results)  # ([], []) when there is no table yet
     found: dict[str, dict[str, float]] = {}
     for r in records:
         if (
@@ -75,6 +75,7 @@ def evaluate_model(
 
     from mllmtune.evaluation.runner import evaluate
     from mllmtune.provenance import peak_memory_mb, provenance
+    from mllmtune.strategies.targets import count_parameters
 
     set_seed(seed)
     t0 = time.time()
@@ -83,7 +84,7 @@ def evaluate_model(
     run_id = store.new_run_id(f"zero-shot-{Path(bundle.model_id).name}")
     for key, rows in predictions.items():
         store.write_predictions(results, run_id, key, rows)
-    trainable, total = bundle.param_counts()
+    _, total = count_parameters(bundle.model)
     record = store.RunRecord(
         run_id=run_id,
         created_at=store.now_iso(),
