@@ -26,8 +26,13 @@ def messages(prompt: str, has_image: bool, answer: str | None = None) -> list[di
 
 
 def _images(batch: list[dict]) -> list | None:
-    images = [ex["image"].convert("RGB") for ex in batch if ex.get("image") is not None]
-    return images or None
+    """One list of images per example (empty for text-only ones): the layout every supported family accepts.
+
+    Gemma 3 and Idefics3 pair images with prompts only through this nesting; LLaVA and Qwen2-VL flatten it.
+    """
+    if all(ex.get("image") is None for ex in batch):
+        return None
+    return [[ex["image"].convert("RGB")] if ex.get("image") is not None else [] for ex in batch]
 
 
 def encode_prompts(processor, batch: list[dict], padding_side: str = "left") -> dict:

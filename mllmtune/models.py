@@ -6,21 +6,45 @@ recipe line targets the same part of any supported family. A family is added by 
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mllmtune.errors import UserError
 
-# Parameter-name prefixes of each group, per `config.model_type` (transformers >= 5 layout).
-GROUPS: dict[str, dict[str, list[str]]] = {
-    "llava": {
-        "vision": ["model.vision_tower."],
-        "projector": ["model.multi_modal_projector."],
-        "language": ["model.language_model."],
-        "lm_head": ["lm_head."],
-    },
+_LLAVA_LAYOUT = {
+    "vision": ["model.vision_tower."],
+    "projector": ["model.multi_modal_projector."],
+    "language": ["model.language_model."],
+    "lm_head": ["lm_head."],
 }
+_QWEN_LAYOUT = {  # the merger is the projector; it lives inside the vision module
+    "vision": ["model.visual.blocks.", "model.visual.patch_embed.", "model.visual.rotary_pos_emb."],
+    "projector": ["model.visual.merger."],
+    "language": ["model.language_model."],
+    "lm_head": ["lm_head."],
+}
+_IDEFICS_LAYOUT = {
+    "vision": ["model.vision_model."],
+    "projector": ["model.connector."],
+    "language": ["model.text_model."],
+    "lm_head": ["lm_head."],
+}
+# Parameter-name prefixes of each group, per `config.model_type` (transformers >= 5 layout). Gemma 3 ties its
+# head to the embeddings, so its `lm_head` group holds no parameter of its own.
+GROUPS: dict[str, dict[str, list[str]]] = {
+    "llava": _LLAVA_LAYOUT,
+    "llava_next": {**_LLAVA_LAYOUT, "projector": ["model.multi_modal_projector.", "model.image_newline"]},
+    "llava_onevision": {**_LLAVA_LAYOUT, "projector": ["model.multi_modal_projector.", "model.image_newline"]},
+    "qwen2_vl": _QWEN_LAYOUT,
+    "qwen2_5_vl": _QWEN_LAYOUT,
+    "idefics3": _IDEFICS_LAYOUT,
+    "smolvlm": _IDEFICS_LAYOUT,
+    "gemma3": _LLAVA_LAYOUT,
+}
+# Families whose processor also builds a video processor, which needs torchvision (see `load_processor`).
+VIDEO_FAMILIES = {"qwen2_vl": "Qwen2VLProcessor", "qwen2_5_vl": "Qwen2_5_VLProcessor"}
 _LAYER = re.compile(r"\.layers\.(\d+)\.")
 
 
@@ -55,6 +79,14 @@ class Bundle:
         return max(idx) + 1 if idx else 0
 
 
+def offline_hint(model_id: str) -> str:
+    return (
+        f"model {model_id!r} is not a local folder and not in the Hugging Face cache, and the hub cannot be reached; "
+        f"where there is network run `hf download {model_id} --local-dir DIR` (or copy the folder here) "
+        "and set model.id to DIR"
+    )
+
+
 def resolve_model_path(model_id: str) -> tuple[str, str | None]:
     """Map a recipe's `model.id` to a loadable path; 'world' is the embedded base (built on first use)."""
     if model_id == "world" or model_id.startswith("world:"):
@@ -72,18 +104,72 @@ def resolve_model_path(model_id: str) -> tuple[str, str | None]:
     return model_id, None
 
 
-def load_bundle(model_id: str = "world", revision: str | None = None, dtype: str = "float32") -> Bundle:
+def image_only_class(family: str):
+    """The family's processor class without its video processor, for machines without torchvision.
+
+    Qwen2-VL's processor always builds a video processor, and every video processor needs torchvision. Images
+    alone need only the PIL image processor and the tokenizer, so this is the same processor class minus the
+    video part. It keeps the family's class name, so a saved copy loads as the family's processor elsewhere.
+    """
+    import transformers
+
+    base = getattr(transformers, VIDEO_FAMILIES[family])
+
+    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+        base.__init__(self, image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
+
+    return type(base.__name__, (base,), {"__init__": __init__, "__doc__": base.__doc__})
+
+
+def image_only_processor(path: str, family: str, revision: str | None = None, trust_remote_code: bool = False):
+    from transformers import AutoImageProcessor, AutoTokenizer
+
+    cls = image_only_class(family)
+    kw = {"revision": revision, "trust_remote_code": trust_remote_code}
+    tokenizer = AutoTokenizer.from_pretrained(path, **kw)
+    image_processor = AutoImageProcessor.from_pretrained(path, backend="pil", **kw)
+    template = Path(path) / "chat_template.jinja"
+    chat_template = template.read_text() if template.is_file() else tokenizer.chat_template
+    return cls(image_processor=image_processor, tokenizer=tokenizer, chat_template=chat_template)
+
+
+def load_processor(path: str, family: str, revision: str | None = None, trust_remote_code: bool = False):
+    from transformers import AutoProcessor
+
+    if family in VIDEO_FAMILIES and importlib.util.find_spec("torchvision") is None:
+        return image_only_processor(path, family, revision, trust_remote_code)
+    return AutoProcessor.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
+
+
+def quantization_config(kind: str, dtype):
+    """bitsandbytes settings for `model.quantization` (the `qlora` strategy quantizes on its own)."""
+    from transformers import BitsAndBytesConfig
+
+    if kind == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype
+    )
+
+
+def load_bundle(
+    model_id: str = "world",
+    revision: str | None = None,
+    dtype: str = "float32",
+    attn_implementation: str | None = None,
+    quantization: str = "none",
+    trust_remote_code: bool = False,
+) -> Bundle:
     import torch
-    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoConfig, AutoModelForImageTextToText
 
     path, world_revision = resolve_model_path(model_id)
     try:
-        config = AutoConfig.from_pretrained(path, revision=revision)
+        config = AutoConfig.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
     except OSError as exc:
-        raise UserError(
-            f"cannot load model {model_id!r}: not a local folder and not reachable on the hub "
-            f"(hub ids need network access or a local copy; point model.id at the folder). {str(exc).splitlines()[0]}"
-        ) from None
+        raise UserError(f"{offline_hint(model_id)} ({str(exc).splitlines()[0]})") from None
+    except ValueError as exc:  # custom code the recipe did not allow
+        raise UserError(f"cannot load model {model_id!r}: {str(exc).splitlines()[0]}") from None
     family = config.model_type
     if family not in GROUPS:
         raise UserError(
@@ -91,8 +177,14 @@ def load_bundle(model_id: str = "world", revision: str | None = None, dtype: str
             "(a family is added in mllmtune/models.py: GROUPS)"
         )
     torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
-    model = AutoModelForImageTextToText.from_pretrained(path, revision=revision, dtype=torch_dtype)
-    processor = AutoProcessor.from_pretrained(path, revision=revision)
+    kwargs = {"revision": revision, "dtype": torch_dtype, "trust_remote_code": trust_remote_code}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    if quantization != "none":
+        kwargs["quantization_config"] = quantization_config(quantization, torch_dtype)
+        kwargs["device_map"] = {"": "cuda" if torch.cuda.is_available() else "cpu"}
+    model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
+    processor = load_processor(path, family, revision, trust_remote_code)
     return Bundle(
         model=model,
         processor=processor,
@@ -101,4 +193,16 @@ def load_bundle(model_id: str = "world", revision: str | None = None, dtype: str
         path=path,
         revision=revision or world_revision,
         groups=GROUPS[family],
+    )
+
+
+def load_model(spec) -> Bundle:
+    """The bundle a recipe's `model` section describes."""
+    return load_bundle(
+        spec.id,
+        spec.revision,
+        spec.dtype,
+        attn_implementation=spec.attn_implementation,
+        quantization=spec.quantization,
+        trust_remote_code=spec.trust_remote_code,
     )

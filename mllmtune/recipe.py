@@ -12,9 +12,21 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from mllmtune.errors import UserError
+from mllmtune.evaluation.declared import DatasetBenchmarkSpec
+from mllmtune.sources import FileData
 from mllmtune.strategies import REGISTRY
 
 
@@ -23,19 +35,43 @@ class Strict(BaseModel):
 
 
 class ModelSpec(Strict):
+    """The base model; its family (and so its module groups) comes from the config's `model_type`."""
+
     id: str = Field("world", description="'world' (the embedded base), a hub id, or a local path")
     revision: str | None = None
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
+    attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] | None = Field(
+        None, description="default: what transformers picks"
+    )
+    quantization: Literal["none", "8bit", "4bit"] = Field(
+        "none", description="load the base quantized (bitsandbytes); the qlora strategy quantizes on its own"
+    )
+    trust_remote_code: bool = Field(False, description="run the model repository's own Python code")
 
 
-class DataSpec(Strict):
+class WorldData(Strict):
     source: Literal["world"] = "world"
     domain: Literal["photo", "art", "web"] = "photo"
     split: str = "train"
     limit: int | None = Field(None, ge=1, description="use only the first N examples")
 
 
+def _data_source(value: Any) -> str:
+    source = value.get("source", "world") if isinstance(value, dict) else getattr(value, "source", "world")
+    return "world" if source == "world" else "files"
+
+
+# `source: world` (the default) or a file / hub source (see mllmtune/sources.py).
+DataSpec = Annotated[
+    Union[Annotated[WorldData, Tag("world")], Annotated[FileData, Tag("files")]],  # noqa: UP007
+    Discriminator(_data_source),
+]
+
+
 class EvalSpec(Strict):
+    datasets: dict[str, DatasetBenchmarkSpec] = Field(
+        default_factory=dict, description="dataset-backed benchmarks, declared here and named in target/retention"
+    )
     target: list[str] = Field(default_factory=lambda: ["emoscenes-photo", "emoscenes-art", "emoscenes-web"])
     retention: list[str] = Field(default_factory=lambda: ["world-general"])
     limit: int | None = Field(None, ge=1, description="score only the first N examples of each benchmark")
@@ -43,13 +79,24 @@ class EvalSpec(Strict):
 
     @field_validator("target", "retention")
     @classmethod
-    def _known(cls, names: list[str]) -> list[str]:
-        from mllmtune.evaluation.benchmarks import BENCHMARKS
+    def _known(cls, names: list[str], info: ValidationInfo) -> list[str]:
+        from mllmtune.evaluation.declared import BUILTIN
 
-        unknown = [n for n in names if n not in BENCHMARKS]
+        declared = info.data.get("datasets") or {}
+        unknown = [n for n in names if n not in BUILTIN and n not in declared]
         if unknown:
-            raise ValueError(f"unknown benchmark {unknown[0]!r}; known: {', '.join(sorted(BENCHMARKS))}")
+            known = ", ".join(sorted(BUILTIN | set(declared)))
+            raise ValueError(f"unknown benchmark {unknown[0]!r}; known: {known} (or declare it under eval.datasets)")
         return names
+
+    @model_validator(mode="after")
+    def _register(self) -> EvalSpec:
+        """Declared benchmarks join `BENCHMARKS`, so the evaluation path finds them by name like the world's."""
+        from mllmtune.evaluation.declared import register
+
+        for name, spec in self.datasets.items():
+            register(name, spec, "retention" if name in self.retention else "target")
+        return self
 
 
 class SFTStage(Strict):
@@ -84,7 +131,7 @@ class Recipe(Strict):
     description: str = ""
     seed: int = 0
     model: ModelSpec = Field(default_factory=ModelSpec)
-    data: DataSpec = Field(default_factory=DataSpec)
+    data: DataSpec = Field(default_factory=WorldData)
     strategy: _strategy_union()
     stage: SFTStage = Field(default_factory=SFTStage)
     eval: EvalSpec = Field(default_factory=EvalSpec)
@@ -121,6 +168,8 @@ def _describe_error(err: dict, data: dict) -> str:
     loc = [str(x) for x in err["loc"]]
     # Drop the discriminator tag pydantic inserts ("strategy.bitfit.rank" -> "strategy.rank").
     if len(loc) >= 2 and loc[0] == "strategy" and loc[1] in REGISTRY:
+        loc = [loc[0]] + loc[2:]
+    if len(loc) >= 2 and loc[0] == "data" and loc[1] in ("world", "files"):
         loc = [loc[0]] + loc[2:]
     key = ".".join(loc) or "(top level)"
     msg = err["msg"].removeprefix("Value error, ")

@@ -114,6 +114,10 @@ def train_examples(recipe: Recipe) -> list[dict]:
     from mllmtune.world.build import load_world_split
 
     spec = recipe.data
+    if spec.source != "world":  # files or a hub data set; `skipped` counts rows with unreadable images
+        from mllmtune.sources import load_examples
+
+        return load_examples(spec, "data")
     rows = load_world_split(f"emoscenes-{spec.domain}", spec.split, spec.limit)
     if not rows:
         raise UserError(f"data: world split emoscenes-{spec.domain}/{spec.split} is empty")
@@ -130,7 +134,7 @@ def train(recipe: Recipe, results: Path, console: Console, resume: dict | None =
 
     from mllmtune import strategies
     from mllmtune.evaluation.runner import evaluate
-    from mllmtune.models import load_bundle
+    from mllmtune.models import load_model
     from mllmtune.provenance import peak_memory_mb, provenance
     from mllmtune.stages.sft import Cancelled, run_sft
     from mllmtune.strategies.saving import save_tuned
@@ -142,7 +146,7 @@ def train(recipe: Recipe, results: Path, console: Console, resume: dict | None =
     store.check_writable(results)
     t0 = time.time()
     set_seed(recipe.seed)
-    bundle = load_bundle(recipe.model.id, recipe.model.revision, recipe.model.dtype)
+    bundle = load_model(recipe.model)
     if strategy.check:  # groups that match nothing fail before the baseline is scored and recorded
         strategy.check(bundle, recipe.strategy)
     examples = train_examples(recipe)
@@ -228,7 +232,7 @@ def train(recipe: Recipe, results: Path, console: Console, resume: dict | None =
         peak_mem_mb=peak_memory_mb(),
         scores=scores,
         baseline=baseline,
-        train=summary,
+        train={**summary, **({"skipped_images": examples.skipped} if hasattr(examples, "skipped") else {})},
         artifacts={"predictions": str(run_dir / "predictions"), "model": str(model_dir)},
         provenance=provenance(),
     )

@@ -1,0 +1,115 @@
+"""Dataset-backed benchmarks: declared in a recipe's `eval.datasets`, then named in `target`/`retention`.
+
+A declaration is data (a source, a metric, a version), like the world's benchmarks. Validating a recipe registers
+its declarations in `BENCHMARKS`, so evaluation, baselines and reports treat them exactly like the world's. A name
+declared twice with different meanings is an error: scores under one `name@version` must mean one thing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mllmtune.evaluation.benchmarks import BENCHMARKS, Benchmark
+from mllmtune.sources import FileData
+
+BUILTIN = frozenset(BENCHMARKS)  # the world's benchmarks, named without a declaration
+Metric = Literal["label", "exact_match", "vqa_soft", "multiple_choice", "yes_no"]
+
+
+class DatasetBenchmarkSpec(BaseModel):
+    """One declared benchmark; bump `version` whenever its data or scoring changes meaning."""
+
+    model_config = ConfigDict(extra="forbid")
+    data: FileData
+    version: int = Field(1, ge=1)
+    metric: Metric | None = Field(
+        None,
+        description="label (emotion accuracy and macro-F1), exact_match (normalized), vqa_soft "
+        "(min(#matching answers / 3, 1)), multiple_choice (the option's letter), yes_no; default: label for "
+        "emotion data, exact_match for VQA",
+    )
+    max_new_tokens: int = Field(16, ge=1)
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class DatasetBenchmark(Benchmark):
+    spec: DatasetBenchmarkSpec | None = None
+    metric: Metric = "label"
+
+    def examples(self, limit: int | None = None, template: str = "plain") -> list[dict]:
+        from mllmtune.sources import load_examples
+
+        data = self.spec.data
+        rows = load_examples(data.model_copy(update={"limit": limit or data.limit}), f"eval.datasets.{self.name}.data")
+        if self.kind == "emotion" and template != "plain":
+            from mllmtune.emo_r3.template import apply
+
+            rows = [dict(r, prompt=apply(template, r["prompt"]), template=template) for r in rows]
+        return rows
+
+    def score_one(self, example: dict, output: str) -> tuple[str | None, bool | float]:
+        """(parsed prediction, correct); VQA soft accuracy gives a fraction instead of a bool."""
+        from mllmtune.evaluation import parse
+
+        answer = example["answer"]
+        if self.metric == "label":
+            template = example.get("template", "plain")
+            if template != "plain":
+                from mllmtune.emo_r3.template import predicted_label
+
+                pred = predicted_label(output, template, example["labels"])
+            else:
+                pred = parse.match_label(output, example["labels"])
+            return pred, pred == answer
+        if self.metric == "yes_no":
+            pred = parse.parse_yes_no(output)
+            return pred, pred is not None and pred == parse.normalize(answer)
+        if self.metric == "multiple_choice":
+            pred = parse.choice_match(output, example["choices"])
+            return pred, pred is not None and pred == answer.upper()
+        pred = parse.answer_span(output).strip()
+        if self.metric == "vqa_soft":
+            return pred, parse.vqa_soft_accuracy(output, example["answers"])
+        return pred, any(parse.exact_match(output, a) for a in example["answers"])
+
+    def metrics(self, examples: list[dict], preds: list[str | None], correct: list, outputs=None) -> dict[str, float]:
+        from sklearn.metrics import f1_score
+
+        out = {"accuracy": 100.0 * sum(correct) / max(1, len(correct)), "n": float(len(correct))}
+        if self.metric == "label":
+            gold = [ex["answer"] for ex in examples]
+            y_pred = [p if p is not None else "<none>" for p in preds]
+            out["macro_f1"] = 100.0 * f1_score(
+                gold, y_pred, labels=sorted(set(gold)), average="macro", zero_division=0
+            )
+        out["parsed"] = 100.0 * sum(p not in (None, "") for p in preds) / max(1, len(preds))
+        return out
+
+
+def register(name: str, spec: DatasetBenchmarkSpec, role: Literal["target", "retention"]) -> Benchmark:
+    """Add a declared benchmark to `BENCHMARKS` (again: a no-op when it means the same)."""
+    if name in BUILTIN:
+        raise ValueError(f"{name!r} is a built-in benchmark; declare the data set under another name")
+    metric = spec.metric or ("label" if spec.data.task == "emotion" else "exact_match")
+    bench = DatasetBenchmark(
+        name=name,
+        version=spec.version,
+        role=role,
+        kind="emotion" if metric == "label" else "general",
+        description=spec.description or f"{spec.data.source} {spec.data.path} ({spec.data.split})",
+        max_new_tokens=spec.max_new_tokens,
+        spec=spec,
+        metric=metric,
+    )
+    known = BENCHMARKS.get(name)
+    if known is not None and known != bench:
+        raise ValueError(
+            f"benchmark {name!r} is already declared with another meaning (in another recipe of this run); "
+            "use the same declaration, or rename it or bump its version"
+        )
+    BENCHMARKS[name] = bench
+    return bench

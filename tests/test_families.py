@@ -1,0 +1,142 @@
+"""Real model families through the public CLI: tiny random models saved in the Hugging Face format, given as paths.
+
+For each family: its module groups are found, one SFT step runs with `lora` and with `freeze` on a JSONL data set,
+and the declared dataset-backed benchmarks are scored before and after.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from PIL import Image
+from tiny_families import BUILDERS, save_tiny
+from typer.testing import CliRunner
+
+from mllmtune.cli import app
+
+runner = CliRunner()
+FAMILIES = list(BUILDERS)
+EMOTION6 = ["anger", "disgust", "fear", "joy", "sadness", "surprise"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """A JSONL emotion set (train and test) and a JSONL VQA set, with small PNG images beside them."""
+    root = tmp_path_factory.mktemp("data")
+    (root / "img").mkdir()
+    colors = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30)]
+    for i, color in enumerate(colors):
+        Image.new("RGB", (40, 30), color).save(root / "img" / f"{i}.png")
+    emotions = [{"image": f"img/{i}.png", "label": EMOTION6[i]} for i in range(4)]
+    vqa = [
+        {"image": "img/0.png", "question": "What color is it?", "answers": ["red", "red", "dark red"]},
+        {"image": "img/1.png", "question": "Is it green?", "answers": ["yes", "yes", "yes"]},
+    ]
+    for name, rows in [("train.jsonl", emotions), ("test.jsonl", emotions[:2]), ("vqa.jsonl", vqa)]:
+        (root / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def tiny_model(request, tmp_path_factory):
+    return request.param, save_tiny(request.param, tmp_path_factory.mktemp(request.param))
+
+
+def _recipe(tmp_path, model_dir, data_dir, strategy: dict) -> str:
+    recipe = {
+        "name": f"tiny-{strategy['name']}",
+        "model": {"id": str(model_dir)},
+        "data": {"source": "jsonl", "path": str(data_dir / "train.jsonl"), "labels": "emotion6"},
+        "strategy": strategy,
+        "stage": {"name": "sft", "max_steps": 1, "batch_size": 2, "logging_steps": 1, "learning_rate": 1e-3},
+        "eval": {
+            "datasets": {
+                "tiny-emotion": {"data": {"source": "jsonl", "path": str(data_dir / "test.jsonl"), "labels": "emotion6"}},
+                "tiny-vqa": {"data": {"source": "jsonl", "path": str(data_dir / "vqa.jsonl"), "task": "vqa"}, "metric": "vqa_soft"},
+            },
+            "target": ["tiny-emotion"],
+            "retention": ["tiny-vqa"],
+            "limit": 2,
+            "batch_size": 2,
+        },
+    }  # fmt: skip
+    path = tmp_path / "recipe.yaml"
+    path.write_text(f"# mllmtune train --recipe {path}\n" + yaml.safe_dump(recipe))
+    return str(path)
+
+
+def test_groups_found(tiny_model):
+    from mllmtune.models import load_bundle
+
+    family, path = tiny_model
+    bundle = load_bundle(str(path))
+    assert bundle.family == family
+    names = [n for n, _ in bundle.model.named_parameters()]
+    assert [n for n in names if bundle.group_of(n) is None] == []  # every parameter belongs to a group
+    found = {bundle.group_of(n) for n in names}
+    assert {"vision", "projector", "language"} <= found
+    assert ("lm_head" in found) == (family != "gemma3")  # Gemma 3 ties its head to the embeddings
+    assert bundle.num_language_layers() == 2
+
+
+def test_ls_strategies_on_a_family(tiny_model):
+    family, path = tiny_model
+    res = runner.invoke(app, ["ls", "strategies", "--model", str(path), "--json"])
+    assert res.exit_code == 0, res.output
+    rows = {r["name"]: r for r in json.loads(res.output[res.output.index("[") :])}
+    for name in ("freeze", "lora", "ln-tuning", "ia3"):
+        assert 0 < rows[name]["trainable"] < rows[name]["total"], (name, rows[name])
+
+
+@pytest.mark.parametrize(
+    "strategy",
+    [{"name": "lora", "groups": ["language"], "r": 4, "alpha": 8}, {"name": "freeze", "groups": ["vision", "projector"]}],
+    ids=["lora", "freeze"],
+)
+def test_one_sft_step_and_evaluation(tiny_model, data_dir, tmp_path, strategy):
+    family, path = tiny_model
+    results = tmp_path / "results"
+    recipe = _recipe(tmp_path, path, data_dir, strategy)
+    res = runner.invoke(app, ["train", "--recipe", recipe, "--results", str(results)])
+    assert res.exit_code == 0, res.output
+    records = [json.loads(line) for line in (results / "runs.jsonl").read_text().splitlines()]
+    assert [r["stage"] for r in records] == ["zero-shot", "sft"]
+    run = records[-1]
+    assert run["status"] == "success" and run["model"]["family"] == family
+    assert 0 < run["trainable_params"] < run["total_params"]
+    assert run["train"]["steps"] == 1 and run["train"]["skipped_images"] == 0
+    assert set(run["scores"]) == {"tiny-emotion@1", "tiny-vqa@1"}
+    assert run["scores"]["tiny-emotion@1"]["n"] == 2 and "macro_f1" in run["scores"]["tiny-emotion@1"]
+    assert "answer_nll" in run["scores"]["tiny-vqa@1"]
+
+
+def test_eval_world_benchmark_on_a_family(tiny_model, micro_world, tmp_path):
+    family, path = tiny_model
+    args = ["eval", "--model", str(path), "-b", "emoscenes-art", "--limit", "2", "--results", str(tmp_path / "r")]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    record = json.loads((tmp_path / "r" / "runs.jsonl").read_text().splitlines()[0])
+    assert record["model"]["family"] == family and record["scores"]["emoscenes-art@1"]["n"] == 2
+
+
+def test_unsupported_family_names_the_supported_ones(tmp_path):
+    from transformers import LlamaConfig
+
+    LlamaConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=1, intermediate_size=8).save_pretrained(
+        tmp_path
+    )
+    res = runner.invoke(app, ["eval", "--model", str(tmp_path), "--results", str(tmp_path / "r")])
+    assert res.exit_code == 2
+    assert "'llama' is not supported" in res.output and "qwen2_5_vl" in res.output and "GROUPS" in res.output
+
+
+def test_uncached_hub_model_offline_says_how_to_point_at_a_copy(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read at import; no network retries
+    res = runner.invoke(app, ["eval", "--model", "nobody-here/no-such-vlm", "--results", str(tmp_path / "r")])
+    assert res.exit_code == 2 and "not in the Hugging Face cache" in res.output and "model.id" in res.output
+    assert len(res.output.strip().splitlines()) == 1
