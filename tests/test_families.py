@@ -53,15 +53,20 @@ def _recipe(tmp_path, model_dir, data_dir, strategy: dict) -> str:
         "stage": {"name": "sft", "max_steps": 1, "batch_size": 2, "logging_steps": 1, "learning_rate": 1e-3},
         "eval": {
             "datasets": {
-                "tiny-emotion": {"data": {"source": "jsonl", "path": str(data_dir / "test.jsonl"), "labels": "emotion6"}},
-                "tiny-vqa": {"data": {"source": "jsonl", "path": str(data_dir / "vqa.jsonl"), "task": "vqa"}, "metric": "vqa_soft"},
+                "tiny-emotion": {
+                    "data": {"source": "jsonl", "path": str(data_dir / "test.jsonl"), "labels": "emotion6"}
+                },
+                "tiny-vqa": {
+                    "data": {"source": "jsonl", "path": str(data_dir / "vqa.jsonl"), "task": "vqa"},
+                    "metric": "vqa_soft",
+                },
             },
             "target": ["tiny-emotion"],
             "retention": ["tiny-vqa"],
             "limit": 2,
             "batch_size": 2,
         },
-    }  # fmt: skip
+    }
     path = tmp_path / "recipe.yaml"
     path.write_text(f"# mllmtune train --recipe {path}\n" + yaml.safe_dump(recipe))
     return str(path)
@@ -92,7 +97,10 @@ def test_ls_strategies_on_a_family(tiny_model):
 
 @pytest.mark.parametrize(
     "strategy",
-    [{"name": "lora", "groups": ["language"], "r": 4, "alpha": 8}, {"name": "freeze", "groups": ["vision", "projector"]}],
+    [
+        {"name": "lora", "groups": ["language"], "r": 4, "alpha": 8},
+        {"name": "freeze", "groups": ["vision", "projector"]},
+    ],
     ids=["lora", "freeze"],
 )
 def test_one_sft_step_and_evaluation(tiny_model, data_dir, tmp_path, strategy):

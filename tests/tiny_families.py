@@ -24,7 +24,9 @@ def _tokenizer(special: list[str], extra: dict | None = None, **tokens):
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     alphabet = pre_tokenizers.ByteLevel.alphabet()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=special, initial_alphabet=alphabet, show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=300, special_tokens=special, initial_alphabet=alphabet, show_progress=False
+    )
     tok.train_from_iterator(CORPUS, trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, extra_special_tokens=extra or {}, **tokens)
 
@@ -133,7 +135,9 @@ def idefics3():
     )
     template = _template("<|im_start|>User:", "<image>", "<end_of_utterance>\n", "Assistant:", "<end_of_utterance>\n")
     # 4 image tokens: (32 / 8)^2 patches, merged 2 x 2 by the connector (scale_factor 2)
-    processor = Idefics3Processor(image_processor=image_processor, tokenizer=tok, image_seq_len=4, chat_template=template)
+    processor = Idefics3Processor(
+        image_processor=image_processor, tokenizer=tok, image_seq_len=4, chat_template=template
+    )
     vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32)
     config = Idefics3Config(
         vision_config=dict(vision, patch_size=8),
@@ -163,7 +167,9 @@ def gemma3():
         start="{{ bos_token }}",
     )  # fmt: skip
     image_processor = Gemma3ImageProcessorPil(size={"height": 28, "width": 28})
-    processor = Gemma3Processor(image_processor=image_processor, tokenizer=tok, chat_template=template, image_seq_length=4)
+    processor = Gemma3Processor(
+        image_processor=image_processor, tokenizer=tok, chat_template=template, image_seq_length=4
+    )
     vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=28)
     config = Gemma3Config(
         vision_config=dict(vision, patch_size=7),
