@@ -91,7 +91,11 @@ class DatasetBenchmark(Benchmark):
 
 
 def register(name: str, spec: DatasetBenchmarkSpec, role: Literal["target", "retention"]) -> Benchmark:
-    """Add a declared benchmark to `BENCHMARKS` (again: a no-op when it means the same)."""
+    """Add a declared benchmark to `BENCHMARKS`; declaring it again with the same data and metric is a no-op.
+
+    Its role only decides whether the answer NLL is also measured, so a set that is one recipe's target and
+    another's retention is registered as retention.
+    """
     if name in BUILTIN:
         raise ValueError(f"{name!r} is a built-in benchmark; declare the data set under another name")
     metric = spec.metric or ("label" if spec.data.task == "emotion" else "exact_match")
@@ -106,10 +110,12 @@ def register(name: str, spec: DatasetBenchmarkSpec, role: Literal["target", "ret
         metric=metric,
     )
     known = BENCHMARKS.get(name)
-    if known is not None and known != bench:
+    if known is not None and getattr(known, "spec", None) != spec:
         raise ValueError(
             f"benchmark {name!r} is already declared with another meaning (in another recipe of this run); "
             "use the same declaration, or rename it or bump its version"
         )
+    if known is not None and known.role == "retention":  # a target elsewhere, retention here: keep answer_nll
+        return known
     BENCHMARKS[name] = bench
     return bench
