@@ -88,6 +88,9 @@ def eval_(
     benchmarks: Annotated[list[str], typer.Option("--benchmarks", "-b", help="benchmark names (default: all)")] = None,
     limit: Annotated[int | None, typer.Option(help="score only the first N examples of each")] = None,
     batch_size: int = 64,
+    template: Annotated[
+        str, typer.Option(help="answer format asked of emotion benchmarks: plain, emo-r3 or think")
+    ] = "plain",
     results: ResultsOpt = Path("results"),
 ) -> None:
     """Score a saved model as it is (a zero-shot row in the table)."""
@@ -98,6 +101,8 @@ def eval_(
     unknown = [b for b in names if b not in BENCHMARKS]
     if unknown:
         raise UserError(f"--benchmarks: unknown benchmark {unknown[0]!r}; known: {', '.join(BENCHMARKS)}")
+    if template not in ("plain", "emo-r3", "think"):
+        raise UserError(f"--template: unknown template {template!r}; known: plain, emo-r3, think")
     store.check_writable(results)
     _setup()
     from rich.table import Table
@@ -107,7 +112,7 @@ def eval_(
 
     bundle = load_bundle(model)
     with make_progress(console) as progress:
-        record = evaluate_model(bundle, names, limit, batch_size, results, progress)
+        record = evaluate_model(bundle, names, limit, batch_size, results, progress, template=template)
     table = Table(title=f"{model} (zero-shot)")
     for col in ("benchmark", "accuracy", "details"):
         table.add_column(col)

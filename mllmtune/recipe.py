@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union, get_args
 
 import yaml
 from pydantic import (
@@ -76,6 +76,9 @@ class EvalSpec(Strict):
     retention: list[str] = Field(default_factory=lambda: ["world-general"])
     limit: int | None = Field(None, ge=1, description="score only the first N examples of each benchmark")
     batch_size: int = Field(64, ge=1)
+    template: Literal["plain", "emo-r3", "think"] | None = Field(
+        None, description="answer format asked of emotion benchmarks; default: the stage's"
+    )
 
     @field_validator("target", "retention")
     @classmethod
@@ -99,8 +102,9 @@ class EvalSpec(Strict):
         return self
 
 
-class SFTStage(Strict):
-    name: Literal["sft"] = "sft"
+class TrainLoop(Strict):
+    """What every stage's trainer loop shares (both stages run on `transformers.Trainer` arguments)."""
+
     epochs: float = Field(1.0, gt=0)
     max_steps: int = Field(-1, description="overrides epochs when > 0")
     learning_rate: float = Field(1e-4, gt=0)
@@ -113,11 +117,74 @@ class SFTStage(Strict):
     logging_steps: int = Field(10, ge=1)
     gradient_checkpointing: bool = False
     save_steps: int = Field(0, ge=0, description="also checkpoint every N steps (0: only when interrupted)")
+
+
+class SFTStage(TrainLoop):
+    name: Literal["sft"] = "sft"
     group_by_length: bool = Field(
         False,
         description="batch examples of similar length together: less padding, but on a mixed-task set each batch "
         "becomes one task, which hurt learning in the world's pretraining (loss 1.55 vs 0.79 after 100 steps)",
     )
+
+
+class RewardWeights(Strict):
+    """Weight of each reward term; 0 switches a term off (a reflective term at 0 costs no generation).
+
+    Defaults are the paper's (1-λ1-λ2)·acc + λ1·(coh+cons)/2 + λ2·format with λ1 = λ2 = 0.1; the released code's
+    0.8·acc + 0.1·(coh+cons) + 0.1·format is coherence = consistency = 0.1.
+    """
+
+    accuracy: float = Field(0.8, ge=0)
+    format: float = Field(0.1, ge=0)
+    coherence: float = Field(0.05, ge=0)
+    consistency: float = Field(0.05, ge=0)
+
+
+class ReflectionSpec(Strict):
+    """How the policy answers the reflective questions (sampled, no gradient)."""
+
+    temperature: float = Field(0.6, gt=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+    max_new_tokens: int = Field(8, ge=1)
+
+
+class GRPOStage(TrainLoop):
+    """GRPO on TRL's `GRPOTrainer`; `batch_size` counts completions (prompts x num_generations) per device step."""
+
+    name: Literal["grpo"]
+    template: Literal["emo-r3", "think", "plain"] = Field("emo-r3", description="answer format asked and rewarded")
+    learning_rate: float = Field(2e-6, gt=0)
+    num_generations: int = Field(4, ge=2, description="group size G")
+    batch_size: int = Field(16, ge=1)
+    temperature: float = Field(1.0, gt=0, description="rollout sampling temperature")
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_completion_length: int = Field(160, ge=1)
+    beta: float = Field(0.01, ge=0, description="KL coefficient")
+    epsilon: float = Field(0.2, gt=0, description="lower clip ratio")
+    epsilon_high: float = Field(0.3, gt=0, description="upper clip ratio")
+    loss_type: Literal["grpo", "dapo", "dr_grpo", "bnpo"] = Field(
+        "dapo", description="TRL's loss aggregation; 'dapo' is the token-mean loss the paper trains with"
+    )
+    rewards: RewardWeights = Field(default_factory=RewardWeights)
+    reflection: ReflectionSpec = Field(default_factory=ReflectionSpec)
+    labels: list[str] | None = Field(None, description="candidate labels; default: each example's own label set")
+    cold_start: SFTStage | None = Field(None, description="a short SFT on structured answers first (world cues)")
+    use_vllm: bool = Field(False, description="generate rollouts with vLLM (TRL's option; GPU only)")
+    vllm_mode: Literal["colocate", "server"] = "colocate"
+
+    @model_validator(mode="after")
+    def _groups(self) -> GRPOStage:
+        if self.batch_size % self.num_generations:
+            raise ValueError(
+                f"batch_size {self.batch_size} must be a multiple of num_generations {self.num_generations}"
+            )
+        if not any(self.rewards.model_dump().values()):
+            raise ValueError("rewards: every weight is 0; at least one reward term must count")
+        return self
+
+
+Stage = Annotated[Union[SFTStage, GRPOStage], Field(discriminator="name")]  # noqa: UP007
 
 
 def _strategy_union():
@@ -133,8 +200,23 @@ class Recipe(Strict):
     model: ModelSpec = Field(default_factory=ModelSpec)
     data: DataSpec = Field(default_factory=WorldData)
     strategy: _strategy_union()
-    stage: SFTStage = Field(default_factory=SFTStage)
+    stage: Stage = Field(default_factory=SFTStage)
     eval: EvalSpec = Field(default_factory=EvalSpec)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sft_by_default(cls, data: Any) -> Any:
+        """A stage section without a name is the SFT stage (as before GRPO existed)."""
+        if isinstance(data, dict) and isinstance(data.get("stage"), dict) and "name" not in data["stage"]:
+            data = {**data, "stage": {"name": "sft", **data["stage"]}}
+        return data
+
+    @model_validator(mode="after")
+    def _eval_template(self) -> Recipe:
+        """Evaluation asks in the format the stage trains (GRPO's template; plain labels after SFT)."""
+        if self.eval.template is None:
+            self.eval.template = self.stage.template if isinstance(self.stage, GRPOStage) else "plain"
+        return self
 
     def resolved(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -164,44 +246,60 @@ def apply_overrides(data: dict, overrides: list[str], where: str = "--set") -> d
     return data
 
 
+def _variants(section: str) -> dict[str, type[BaseModel]]:
+    """The tagged unions of a recipe: `strategy` and `stage` sections pick their model by `name`."""
+    if section == "strategy":
+        return {name: s.options for name, s in REGISTRY.items()}
+    if section == "stage":
+        return {"sft": SFTStage, "grpo": GRPOStage}
+    if section == "data":
+        return {"world": WorldData, "files": FileData}
+    return {}
+
+
 def _describe_error(err: dict, data: dict) -> str:
     loc = [str(x) for x in err["loc"]]
+    variants = _variants(loc[0]) if loc else {}
     # Drop the discriminator tag pydantic inserts ("strategy.bitfit.rank" -> "strategy.rank").
-    if len(loc) >= 2 and loc[0] == "strategy" and loc[1] in REGISTRY:
-        loc = [loc[0]] + loc[2:]
-    if len(loc) >= 2 and loc[0] == "data" and loc[1] in ("world", "files"):
+    chosen = variants.get(loc[1]) if len(loc) >= 2 else None
+    if chosen is not None:
         loc = [loc[0]] + loc[2:]
     key = ".".join(loc) or "(top level)"
     msg = err["msg"].removeprefix("Value error, ")
+    kind = loc[0] if loc else ""
     if err["type"] == "extra_forbidden":
         msg = "unknown key"
-        if loc[0] == "strategy" and isinstance(data.get("strategy"), dict):
-            name = data["strategy"].get("name")
-            if name in REGISTRY:
-                allowed = ", ".join(REGISTRY[name].options.model_fields)
-                msg = f"not an option of strategy {name!r} (its options: {allowed})"
+        if kind == "strategy" and chosen is not None and len(loc) == 2:
+            name = data[loc[0]].get("name")
+            msg = f"not an option of strategy {name!r} (its options: {', '.join(chosen.model_fields)})"
         else:
-            allowed = _allowed_keys(loc[:-1])
+            allowed = _allowed_keys(loc[:-1], chosen)
             if allowed:
                 msg += f" (expected one of: {', '.join(allowed)})"
     elif err["type"] == "union_tag_invalid":
         msg = (
-            f"unknown strategy {err['input'].get('name')!r}; known: {', '.join(sorted(REGISTRY))}"
+            f"unknown {kind} {err['input'].get('name')!r}; known: {', '.join(sorted(variants))}"
             if isinstance(err.get("input"), dict)
             else msg
         )
     elif err["type"] == "union_tag_not_found":
-        msg = f"missing 'name'; known strategies: {', '.join(sorted(REGISTRY))}"
+        msg = f"missing 'name'; known {kind}s: {', '.join(sorted(variants))}"
     return f"{key}: {msg}"
 
 
-def _allowed_keys(path: list[str]) -> list[str]:
+def _allowed_keys(path: list[str], chosen: type[BaseModel] | None = None) -> list[str]:
+    """Keys of the section at `path`; inside a tagged section (`chosen`), its chosen variant's."""
     model: type[BaseModel] = Recipe
-    for part in path:
+    for i, part in enumerate(path):
+        if i == 0 and chosen is not None:
+            model = chosen
+            continue
         field = model.model_fields.get(part)
-        if field is None or not isinstance(field.annotation, type) or not issubclass(field.annotation, BaseModel):
+        options = get_args(field.annotation) or (field.annotation,) if field else ()
+        sections = [a for a in options if isinstance(a, type) and issubclass(a, BaseModel)]  # `X | None` -> X
+        if not sections:
             return []
-        model = field.annotation
+        model = sections[0]
     return list(model.model_fields)
 
 

@@ -36,12 +36,19 @@ def _model_info(bundle) -> dict:
     return {"id": bundle.model_id, "revision": bundle.revision, "family": bundle.family}
 
 
-def _eval_keys(names: list[str]) -> list[str]:
-    return [BENCHMARKS[n].key for n in names]
+def _eval_keys(names: list[str], template: str = "plain") -> list[str]:
+    return [BENCHMARKS[n].key_for(template) for n in names]
 
 
 def baseline_scores(
-    bundle, names: list[str], limit: int | None, batch_size: int, results: Path, progress, console: Console
+    bundle,
+    names: list[str],
+    limit: int | None,
+    batch_size: int,
+    results: Path,
+    progress,
+    console: Console,
+    template: str = "plain",
 ) -> dict[str, dict[str, float]]:
     """Zero-shot scores of the untuned model, reused from earlier zero-shot records of the same model and limit.
 
@@ -59,16 +66,24 @@ def baseline_scores(
             and r["recipe"].get("eval", {}).get("limit") == limit
         ):
             found.update(r["scores"])
-    missing = [n for n in names if BENCHMARKS[n].key not in found]
+    missing = [n for n in names if BENCHMARKS[n].key_for(template) not in found]
     if missing:
-        console.print(f"scoring the base model zero-shot on {', '.join(missing)}")
-        record = evaluate_model(bundle, missing, limit, batch_size, results, progress)
+        asked = "" if template == "plain" else f" (asked in the {template} template)"
+        console.print(f"scoring the base model zero-shot on {', '.join(missing)}{asked}")
+        record = evaluate_model(bundle, missing, limit, batch_size, results, progress, template=template)
         found.update(record.scores)
-    return {k: found[k] for k in _eval_keys(names)}
+    return {k: found[k] for k in _eval_keys(names, template)}
 
 
 def evaluate_model(
-    bundle, names: list[str], limit: int | None, batch_size: int, results: Path, progress, seed: int = 0
+    bundle,
+    names: list[str],
+    limit: int | None,
+    batch_size: int,
+    results: Path,
+    progress,
+    seed: int = 0,
+    template: str = "plain",
 ) -> store.RunRecord:
     """Score a model as it is and append a zero-shot record."""
     from transformers import set_seed
@@ -79,8 +94,8 @@ def evaluate_model(
 
     set_seed(seed)
     t0 = time.time()
-    scores, predictions = evaluate(bundle.model, bundle.processor, names, limit, batch_size, progress)
-    recipe = {"model": _model_info(bundle), "eval": {"benchmarks": names, "limit": limit}}
+    scores, predictions = evaluate(bundle.model, bundle.processor, names, limit, batch_size, progress, template)
+    recipe = {"model": _model_info(bundle), "eval": {"benchmarks": names, "limit": limit, "template": template}}
     run_id = store.new_run_id(f"zero-shot-{Path(bundle.model_id).name}")
     for key, rows in predictions.items():
         store.write_predictions(results, run_id, key, rows)
@@ -121,7 +136,9 @@ def train_examples(recipe: Recipe) -> list[dict]:
     rows = load_world_split(f"emoscenes-{spec.domain}", spec.split, spec.limit)
     if not rows:
         raise UserError(f"data: world split emoscenes-{spec.domain}/{spec.split} is empty")
-    return [{"prompt": emotion_prompt(r["labels"]), "answer": r["label"], "image": r["image"]} for r in rows]
+    # Metadata (`labels`, and the world's `description` and `latent` cues) rides along: GRPO rebuilds prompts with
+    # its template from `labels`, and the cold start writes structured answers from the cues.
+    return [dict(r, prompt=emotion_prompt(r["labels"]), answer=r["label"]) for r in rows]
 
 
 def train(recipe: Recipe, results: Path, console: Console, resume: dict | None = None) -> store.RunRecord:
@@ -136,7 +153,8 @@ def train(recipe: Recipe, results: Path, console: Console, resume: dict | None =
     from mllmtune.evaluation.runner import evaluate
     from mllmtune.models import load_model
     from mllmtune.provenance import peak_memory_mb, provenance
-    from mllmtune.stages.sft import Cancelled, run_sft
+    from mllmtune.stages import runner
+    from mllmtune.stages.loop import Cancelled
     from mllmtune.strategies.saving import save_tuned
     from mllmtune.strategies.targets import count_parameters
 
@@ -165,8 +183,9 @@ def train(recipe: Recipe, results: Path, console: Console, resume: dict | None =
         model=_model_info(bundle),
     )
     with make_progress(console) as progress:
+        template = recipe.eval.template
         baseline = baseline_scores(
-            bundle, names, recipe.eval.limit, recipe.eval.batch_size, results, progress, console
+            bundle, names, recipe.eval.limit, recipe.eval.batch_size, results, progress, console, template
         )
         try:
             set_seed(recipe.seed)
@@ -177,7 +196,7 @@ def train(recipe: Recipe, results: Path, console: Console, resume: dict | None =
                 f"strategy {strategy.name} ({strategy.family}): {trainable:,} of {total:,} parameters "
                 f"train ({100 * trainable / total:.2f}%)"
             )
-            summary = run_sft(
+            summary = runner(recipe.stage.name)(
                 model,
                 bundle.processor,
                 examples,
@@ -190,7 +209,7 @@ def train(recipe: Recipe, results: Path, console: Console, resume: dict | None =
                 resume_from=resume["artifacts"]["checkpoint"] if resume else None,
             )
             scores, predictions = evaluate(
-                model, bundle.processor, names, recipe.eval.limit, recipe.eval.batch_size, progress
+                model, bundle.processor, names, recipe.eval.limit, recipe.eval.batch_size, progress, template
             )
             model_dir = save_tuned(model, bundle, strategy, recipe.strategy, run_dir / "model")
         except UserError:
@@ -242,7 +261,8 @@ def train(recipe: Recipe, results: Path, console: Console, resume: dict | None =
 
 
 def print_summary(console: Console, record: store.RunRecord, recipe: Recipe) -> None:
-    target, retention = _eval_keys(recipe.eval.target), _eval_keys(recipe.eval.retention)
+    template = recipe.eval.template
+    target, retention = _eval_keys(recipe.eval.target, template), _eval_keys(recipe.eval.retention, template)
     table = Table(title=f"{record.name}: {record.strategy} ({record.family}), seed {record.seed}")
     for col in ("benchmark", "role", "base acc", "tuned acc", "Δ"):
         table.add_column(col, justify="left" if col in ("benchmark", "role") else "right")

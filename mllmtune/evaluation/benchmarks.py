@@ -25,14 +25,29 @@ class Benchmark:
 
     @property
     def key(self) -> str:
-        return f"{self.name}@{self.version}"
+        return self.key_for("plain")
 
-    def examples(self, limit: int | None = None) -> list[dict]:
+    def key_for(self, template: str) -> str:
+        """`name@version`; an emotion benchmark asked in a reasoning template is its own column, `name/template@v`,
+        so it pairs only with a baseline asked the same way."""
+        name = self.name if template == "plain" or self.kind != "emotion" else f"{self.name}/{template}"
+        return f"{name}@{self.version}"
+
+    def new_tokens(self, template: str) -> int:
+        from mllmtune.emo_r3.template import MAX_NEW_TOKENS
+
+        return MAX_NEW_TOKENS[template] if self.kind == "emotion" and template != "plain" else self.max_new_tokens
+
+    def examples(self, limit: int | None = None, template: str = "plain") -> list[dict]:
+        from mllmtune.emo_r3.template import apply
         from mllmtune.world.build import load_world_split
 
         if self.kind == "emotion":
             rows = load_world_split(f"emoscenes-{self.domain}", "test", limit)
-            return [dict(r, prompt=emotion_prompt(r["labels"]), answer=r["label"]) for r in rows]
+            return [
+                dict(r, prompt=apply(template, emotion_prompt(r["labels"])), answer=r["label"], template=template)
+                for r in rows
+            ]
         rows = load_world_split("general", "test", limit)
         return [dict(r, prompt=r["question"]) for r in rows]
 
@@ -41,7 +56,9 @@ class Benchmark:
         from mllmtune.evaluation.parse import exact_match, match_label, parse_yes_no
 
         if self.kind == "emotion":
-            pred = match_label(output, example["labels"])
+            from mllmtune.emo_r3.template import predicted_label
+
+            pred = predicted_label(output, example.get("template", "plain"), example["labels"])
         elif example["answer"] in ("yes", "no"):
             pred = parse_yes_no(output)
         elif example.get("choices"):
@@ -51,7 +68,9 @@ class Benchmark:
             return pred, exact_match(pred, example["answer"])
         return pred, pred is not None and pred.lower() == example["answer"].lower()
 
-    def metrics(self, examples: list[dict], preds: list[str | None], correct: list[bool]) -> dict[str, float]:
+    def metrics(
+        self, examples: list[dict], preds: list[str | None], correct: list[bool], outputs: list[str] | None = None
+    ) -> dict[str, float]:
         from sklearn.metrics import f1_score
 
         out = {"accuracy": 100.0 * sum(correct) / max(1, len(correct)), "n": float(len(correct))}
@@ -66,6 +85,11 @@ class Benchmark:
                 hits = [c for ex, c in zip(examples, correct, strict=True) if ex["task"] == task]
                 out[f"accuracy/{task}"] = 100.0 * sum(hits) / len(hits)
         out["parsed"] = 100.0 * sum(p is not None for p in preds) / max(1, len(preds))
+        template = examples[0].get("template", "plain") if examples else "plain"
+        if self.kind == "emotion" and template != "plain" and outputs is not None:
+            from mllmtune.evaluation.reasoning import reasoning_metrics
+
+            out |= reasoning_metrics(examples, outputs, template)
         return out
 
 

@@ -16,8 +16,9 @@ def generate(
     batch_size: int,
     max_new_tokens: int,
     on_batch: Callable[[int], None] | None = None,
+    **sampling,
 ) -> list[str]:
-    """Greedy answers for `examples`, decoded without special tokens."""
+    """Answers for `examples` (greedy unless `sampling` says otherwise), decoded without special tokens."""
     import torch
 
     model.eval()
@@ -27,7 +28,10 @@ def generate(
         enc = encode_prompts(processor, batch).to(model.device)
         with torch.no_grad():
             out = model.generate(
-                **enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=processor.tokenizer.pad_token_id
+                **enc,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=processor.tokenizer.pad_token_id,
+                **({"do_sample": False} | sampling),
             )
         new = out[:, enc["input_ids"].shape[1] :]
         outputs += processor.batch_decode(new, skip_special_tokens=True)
@@ -58,25 +62,33 @@ def answer_nll(model, processor, examples: list[dict], batch_size: int) -> float
 
 
 def evaluate(
-    model, processor, names: list[str], limit: int | None = None, batch_size: int = 64, progress=None
+    model,
+    processor,
+    names: list[str],
+    limit: int | None = None,
+    batch_size: int = 64,
+    progress=None,
+    template: str = "plain",
 ) -> tuple[dict[str, dict[str, float]], dict[str, list[dict]]]:
-    """Scores `{benchmark@version: {metric: value}}` and per-sample predictions for each benchmark."""
+    """Scores `{key: {metric: value}}` and per-sample predictions per benchmark; emotion benchmarks are asked in
+    `template` (keys from `Benchmark.key_for`)."""
     scores: dict[str, dict[str, float]] = {}
     predictions: dict[str, list[dict]] = {}
     for name in names:
         bench: Benchmark = BENCHMARKS[name]
-        examples = bench.examples(limit)
+        examples = bench.examples(limit, template)
         task = progress.add_task(f"eval {name}", total=len(examples)) if progress else None
         advance = (lambda n, t=task: progress.advance(t, n)) if progress else None
-        outputs = generate(model, processor, examples, batch_size, bench.max_new_tokens, advance)
+        outputs = generate(model, processor, examples, batch_size, bench.new_tokens(template), advance)
         scored = [bench.score_one(ex, out) for ex, out in zip(examples, outputs, strict=True)]
         preds = [p for p, _ in scored]
         correct = [c for _, c in scored]
-        metrics = bench.metrics(examples, preds, correct)
+        metrics = bench.metrics(examples, preds, correct, outputs)
         if bench.role == "retention":
             metrics["answer_nll"] = answer_nll(model, processor, examples, batch_size)
-        scores[bench.key] = metrics
-        predictions[bench.key] = [
+        key = bench.key_for(template)
+        scores[key] = metrics
+        predictions[key] = [
             {
                 "index": i,
                 "answer": ex["answer"],

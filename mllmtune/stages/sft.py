@@ -5,13 +5,13 @@ The stage trains whatever the strategy left trainable; it never decides which pa
 
 from __future__ import annotations
 
-import math
-import signal
-import threading
-from contextlib import contextmanager
 from pathlib import Path
 
 from mllmtune.data import ChatCollator
+from mllmtune.stages import loop
+from mllmtune.stages.loop import Cancelled
+
+__all__ = ["Cancelled", "ListDataset", "run_sft"]
 
 
 class ListDataset:
@@ -51,83 +51,6 @@ def _trainer_class():
     return SuiteTrainer
 
 
-class Cancelled(KeyboardInterrupt):
-    """Training stopped on SIGINT/SIGTERM after saving a checkpoint (a KeyboardInterrupt: nothing swallows it)."""
-
-    def __init__(self, signal_name: str, checkpoint: str | None):
-        super().__init__(f"interrupted by {signal_name}")
-        self.checkpoint = checkpoint
-
-
-def _guard_callback():
-    from transformers import TrainerCallback
-
-    class Guard(TrainerCallback):
-        """Stops cleanly: on a signal it saves a checkpoint at the next step end; on a non-finite loss it stops."""
-
-        def __init__(self):
-            self.signal: str | None = None
-            self.bad_loss: tuple[float, int] | None = None
-
-        def on_step_end(self, args, state, control, **kw):
-            if self.signal:
-                control.should_save = True
-                control.should_training_stop = True
-
-        def on_log(self, args, state, control, logs=None, **kw):
-            loss = (logs or {}).get("loss")
-            if loss is not None and not math.isfinite(loss):
-                self.bad_loss = (loss, state.global_step)
-                control.should_training_stop = True
-
-    return Guard()
-
-
-@contextmanager
-def _signals_to(guard):
-    """Route SIGINT/SIGTERM to `guard` while training (only possible in the main thread)."""
-    handlers = {}
-
-    def handle(signum, frame):
-        guard.signal = signal.Signals(signum).name
-
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            handlers[sig] = signal.signal(sig, handle)
-    try:
-        yield
-    finally:
-        for sig, old in handlers.items():
-            signal.signal(sig, old)
-
-
-def _progress_callback(progress, label: str):
-    from transformers import TrainerCallback
-
-    class RichProgress(TrainerCallback):
-        """Drives a rich progress bar from the Trainer's steps and logs (loss, learning rate)."""
-
-        def __init__(self):
-            self.task = None
-            self.losses: list[float] = []
-
-        def on_train_begin(self, args, state, control, **kw):
-            self.task = progress.add_task(label, total=state.max_steps, completed=state.global_step)
-
-        def on_step_end(self, args, state, control, **kw):
-            progress.update(self.task, completed=state.global_step)
-
-        def on_log(self, args, state, control, logs=None, **kw):
-            if logs and "loss" in logs:
-                self.losses.append(float(logs["loss"]))
-                progress.update(self.task, description=f"{label} loss {logs['loss']:.3f}")
-
-        def on_train_end(self, args, state, control, **kw):
-            progress.remove_task(self.task)
-
-    return RichProgress()
-
-
 def run_sft(
     model,
     processor,
@@ -148,71 +71,20 @@ def run_sft(
     saved at the interruption) on SIGINT/SIGTERM, and `FloatingPointError` on a NaN or infinite loss.
     `resume_from` continues from such a checkpoint: weights, optimizer, schedule and data order.
     """
-    import torch
-    from transformers import TrainingArguments
-
-    if not any(p.requires_grad for p in model.parameters()):
-        from mllmtune.errors import UserError
-
-        raise UserError("the strategy left no trainable parameter; check its groups")
-    args = TrainingArguments(
-        output_dir=str(output_dir),
-        per_device_train_batch_size=stage.batch_size,
-        gradient_accumulation_steps=stage.grad_accum,
-        num_train_epochs=stage.epochs,
-        max_steps=stage.max_steps,
-        learning_rate=stage.learning_rate,
-        weight_decay=stage.weight_decay,
-        warmup_steps=stage.warmup_ratio,
-        lr_scheduler_type=stage.lr_scheduler,
-        max_grad_norm=stage.max_grad_norm,
-        logging_steps=stage.logging_steps,
-        save_strategy="steps" if stage.save_steps else "no",
-        save_steps=stage.save_steps or 500,
-        save_total_limit=1,
-        logging_nan_inf_filter=False,  # a NaN loss must reach the guard, not be hidden from the logs
-        report_to="none",
-        seed=seed,
-        data_seed=seed,
-        remove_unused_columns=False,
+    loop.check_trainable(model)
+    args = loop.training_args(
+        stage,
+        output_dir,
+        seed,
+        progress,
         train_sampling_strategy="group_by_length" if stage.group_by_length else "random",
-        dataloader_num_workers=0,
-        disable_tqdm=progress is not None,
-        activation_checkpointing=stage.gradient_checkpointing,
-        use_cpu=not torch.cuda.is_available(),
     )
-    guard = _guard_callback()
-    callbacks = [guard, *extra_callbacks]
-    bar = _progress_callback(progress, label) if progress is not None else None
-    if bar:
-        callbacks.append(bar)
     trainer = _trainer_class()(
         model=model,
         args=args,
         train_dataset=ListDataset(examples),
         data_collator=ChatCollator(processor),
-        callbacks=callbacks,
+        callbacks=loop.callbacks(progress, label) + list(extra_callbacks),
         optimizers=(optimizer, None),
     )
-    if progress is not None:
-        from transformers.trainer_callback import PrinterCallback
-
-        trainer.remove_callback(PrinterCallback)  # the live display shows the loss; no raw dicts on stdout
-    with _signals_to(guard):
-        result = trainer.train(resume_from_checkpoint=resume_from)
-    if guard.bad_loss:
-        loss, step = guard.bad_loss
-        raise FloatingPointError(f"training loss became {loss} at step {step}; stopped")
-    if guard.signal:
-        from transformers.trainer_utils import get_last_checkpoint
-
-        raise Cancelled(guard.signal, get_last_checkpoint(str(output_dir)))
-    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    return {
-        "steps": trainer.state.global_step,
-        "train_loss": result.training_loss,
-        "loss_first": losses[0] if losses else None,
-        "loss_last": losses[-1] if losses else None,
-        "samples_per_s": result.metrics.get("train_samples_per_second"),
-        "train_runtime_s": result.metrics.get("train_runtime"),
-    }
+    return loop.run(trainer, output_dir, progress, resume_from)

@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from mllmtune.emo_r3.template import CONSISTENCY_QUESTION as CAPTION_QUESTION
+from mllmtune.emo_r3.template import STRUCTURED_INSTRUCTION, coherence_question
 from mllmtune.world.render import render
 from mllmtune.world.scenes import (
     DOMAINS,
@@ -56,15 +58,8 @@ DIGIT_TEST_MOD = 5  # load_digits index % 5 == 0 -> test, else train
 # Text tasks sample cues with half the image disagreement rate, so the label is recoverable from text ~95% of the time.
 TEXT_NOISE = 0.5
 
-CAPTION_QUESTION = "Can the following text describe the image? Please answer with yes or no.\n{text}"
 DIGIT_QUESTION = "which digit is written in the image?"
 DESCRIBE_QUESTION = "Describe what could trigger emotion in the scene."
-STRUCTURED_INSTRUCTION = (
-    "First think the emotional meaning step by step, then give the final answer. The reasoning MUST follow this "
-    "structure: <step1> what in the scene could trigger emotion (action, face, environment) </step1> <step2> how a "
-    "person would feel about it </step2> <step3> whether the emotion is positive or negative, high or low arousal "
-    "</step3>. The final answer MUST be put in \\boxed{}."
-)
 
 Row = dict[str, Any]
 
@@ -89,14 +84,6 @@ def emotion_question(description: str, labels: list[str]) -> str:
     return (
         f"A person sees {description.rstrip('.')}. Which emotion does this evoke? "
         f"Answer using one emotional category: {', '.join(labels)}"
-    )
-
-
-def coherence_question(step1: str, step2: str, labels: list[str]) -> str:
-    """Asks which label the reasoning text itself implies (used to score step coherence)."""
-    return (
-        f"{step1} {step2}\nWhich emotion best describes the text above? "
-        f"Answer using one emotional category (one word only): {', '.join(labels)}"
     )
 
 
@@ -327,7 +314,7 @@ def emotion_text_rows(rng: np.random.Generator, n: int) -> list[Row]:
         if i % 2 == 0:
             question = emotion_question(describe(scene), labels)
         else:
-            question = coherence_question(describe(scene), feeling(scene.latent, rng) + ".", labels)
+            question = coherence_question(f"{describe(scene)} {feeling(scene.latent, rng)}.", labels)
         rows.append(_row("emotion_text", None, question, scene.label, list(labels)))
     return rows
 

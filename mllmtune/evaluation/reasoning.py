@@ -1,0 +1,53 @@
+"""Reasoning quality of structured answers, where the world knows the truth behind each image.
+
+- `structured`: share of replies in the template's shape;
+- `step3_polarity`, `step3_arousal`: share whose step 3 names the true valence sign / arousal level (a missing or
+  undecided step 3 counts as wrong);
+- `step1_cue_precision`: of the objects and lights that step 1 names, the share the image really has.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from mllmtune.emo_r3 import template as tpl
+
+
+def _named_cues(text: str) -> set[str]:
+    from mllmtune.world.scenes import LIGHTS, OBJECTS
+
+    words = set(re.findall(r"[a-z]+", text.lower()))
+    lights = {f"light:{x}" for x in LIGHTS if re.search(rf"\b{x} light\b", text.lower())}
+    return {f"object:{x}" for x in OBJECTS if x in words} | lights
+
+
+def _true_cues(example: dict) -> set[str]:
+    cues = json.loads(example["cues"])
+    return {f"object:{x}" for x in cues["objects"]} | {f"light:{cues['light']}"}
+
+
+def reasoning_metrics(examples: list[dict], outputs: list[str], template: str) -> dict[str, float]:
+    """Percentages over all examples; cue precision over the cues named (NaN when none are)."""
+    from mllmtune.world.scenes import AROUSAL_THRESHOLD
+
+    n = max(1, len(outputs))
+    structured = polarity_ok = arousal_ok = named = real = 0
+    for ex, out in zip(examples, outputs, strict=True):
+        structured += tpl.has_format(out, template)
+        step3 = tpl.step(out, 3)
+        if step3 is not None and "valence" in ex:
+            said = tpl.polarity(step3)
+            polarity_ok += said.positive is not None and said.positive == (ex["valence"] >= 0)
+            arousal_ok += said.high is not None and said.high == (ex["arousal"] >= AROUSAL_THRESHOLD)
+        step1 = tpl.step(out, 1)
+        if step1 and "cues" in ex:
+            cues = _named_cues(step1)
+            named += len(cues)
+            real += len(cues & _true_cues(ex))
+    return {
+        "structured": 100.0 * structured / n,
+        "step3_polarity": 100.0 * polarity_ok / n,
+        "step3_arousal": 100.0 * arousal_ok / n,
+        "step1_cue_precision": 100.0 * real / named if named else float("nan"),
+    }

@@ -1,0 +1,211 @@
+"""The GRPO stage: TRL's `GRPOTrainer` with the EMO-R3 rewards, over whatever the strategy left trainable.
+
+Rollouts answer in the stage's template; rewards are accuracy, format and the two reflective terms, weighted in
+the recipe (a weight of 0 drops a term, and a dropped reflective term costs no generation). An optional cold start
+first runs the SFT stage on structured answers written from the world's ground-truth cues.
+"""
+
+from __future__ import annotations
+
+import copy
+from contextlib import contextmanager
+from pathlib import Path
+
+from mllmtune.data import emotion_prompt
+from mllmtune.emo_r3 import rewards
+from mllmtune.emo_r3 import template as tpl
+from mllmtune.errors import UserError
+from mllmtune.stages import loop
+from mllmtune.stages.sft import run_sft
+
+
+def _labels(example: dict, stage) -> list[str]:
+    labels = stage.labels or example.get("labels")
+    if not labels:
+        raise UserError("stage.labels: the training examples carry no label set; list the candidate labels")
+    return list(labels)
+
+
+def rollout_rows(examples: list[dict], stage) -> list[dict]:
+    """GRPO's data set: a conversational prompt in the stage's template plus the columns the rewards read."""
+    rows = []
+    for ex in examples:
+        labels = _labels(ex, stage)
+        question = emotion_prompt(labels) if stage.labels else ex["prompt"]
+        rows.append(
+            {
+                "prompt": [{"role": "user", "content": tpl.apply(stage.template, question)}],
+                "image": ex.get("image"),
+                "label": ex["answer"],
+                "labels": labels,
+                "template": stage.template,
+            }
+        )
+    return rows
+
+
+def cold_start_answer(example: dict, template: str) -> str:
+    """A reasoning target written from the world's ground-truth cues (description and latent emotion)."""
+    from mllmtune.world.general import structured_answer
+    from mllmtune.world.scenes import feeling, polarity_arousal
+
+    if "description" not in example or "latent" not in example:
+        raise UserError("stage.cold_start needs examples with ground-truth cues (`description`, `latent`): world data")
+    label, latent = example["answer"], example["latent"]
+    if template == "emo-r3":
+        return structured_answer(example["description"], feeling(latent), polarity_arousal(latent), label)
+    if template == "think":
+        thought = f"{example['description']} {feeling(latent)}. {polarity_arousal(latent)}"
+        return f"<think> {thought} </think> \\boxed{{{label}}}"
+    return label
+
+
+def cold_start_examples(examples: list[dict], stage) -> list[dict]:
+    return [
+        {
+            "prompt": tpl.apply(stage.template, emotion_prompt(_labels(ex, stage))),
+            "answer": cold_start_answer(ex, stage.template),
+            "image": ex.get("image"),
+        }
+        for ex in examples
+    ]
+
+
+def reward_functions(stage, ask) -> tuple[list, list[float]]:
+    """The weighted reward terms of `stage.rewards`, dropping those at weight 0."""
+    terms = {
+        "accuracy": lambda: rewards.accuracy_reward,
+        "format": lambda: rewards.format_reward,
+        "coherence": lambda: rewards.make_coherence_reward(ask),
+        "consistency": lambda: rewards.make_consistency_reward(ask),
+    }
+    weights = stage.rewards.model_dump()
+    chosen = [name for name in terms if weights[name] > 0]
+    return [terms[name]() for name in chosen], [weights[name] for name in chosen]
+
+
+@contextmanager
+def _plain_ref_init(model):
+    """TRL gives a PEFT policy a frozen "ref" copy of its adapter, created with the adapter's own config and then
+    overwritten with its values. An init that rewrites the base weights (PiSSA's SVD) would then subtract the
+    principal part from the base a second time and change the policy; a plain init leaves the base alone."""
+    config = (getattr(model, "peft_config", None) or {}).get("default")
+    init = getattr(config, "init_lora_weights", True)
+    if isinstance(init, str):
+        config.init_lora_weights = True
+    try:
+        yield
+    finally:
+        if isinstance(init, str):
+            config.init_lora_weights = init
+
+
+def _policy_opener(trainer):
+    @contextmanager
+    def open_policy():
+        from trl.models.utils import unwrap_model_for_generation
+
+        with unwrap_model_for_generation(
+            trainer.model_wrapped, trainer.accelerator, gather_deepspeed3_params=trainer.args.ds3_gather_for_generation
+        ) as model:
+            yield model
+
+    return open_policy
+
+
+def run_grpo(
+    model,
+    processor,
+    examples: list[dict],
+    stage,
+    output_dir: Path,
+    seed: int,
+    progress=None,
+    label: str = "grpo",
+    optimizer=None,
+    resume_from: str | None = None,
+) -> dict:
+    """GRPO in place on `model` (after the cold start, when the stage has one); returns the summary for the record.
+
+    Interruption and resumption follow the SFT stage: a checkpoint under `cold-start/` resumes the cold start,
+    one under `grpo/` resumes GRPO (the cold-started weights are in it).
+    """
+    import datasets
+    from trl import GRPOConfig, GRPOTrainer
+
+    loop.check_trainable(model)
+    summary: dict = {}
+    in_grpo = resume_from is not None and Path(resume_from).parent.name == "grpo"
+    if stage.cold_start is not None and not in_grpo:
+        summary["cold_start"] = run_sft(
+            model,
+            processor,
+            cold_start_examples(examples, stage),
+            stage.cold_start,
+            output_dir / "cold-start",
+            seed,
+            progress=progress,
+            label=f"cold start {label}",
+            resume_from=resume_from,
+        )
+        resume_from = None
+    args = loop.training_args(
+        stage,
+        output_dir / "grpo",
+        seed,
+        progress,
+        args_class=GRPOConfig,
+        num_generations=stage.num_generations,
+        temperature=stage.temperature,
+        top_p=stage.top_p,
+        max_completion_length=stage.max_completion_length,
+        beta=stage.beta,
+        epsilon=stage.epsilon,
+        epsilon_high=stage.epsilon_high,
+        loss_type=stage.loss_type,
+        reward_weights=None,  # set below, once the active terms are known
+        use_vllm=stage.use_vllm,
+        vllm_mode=stage.vllm_mode,
+        gradient_checkpointing=stage.gradient_checkpointing,
+    )
+    trainer_box: list = []
+    ask = rewards.policy_asker(
+        lambda: _policy_opener(trainer_box[0])(),
+        processor,
+        stage.reflection.temperature,
+        stage.reflection.top_p,
+        stage.reflection.max_new_tokens,
+        batch_size=stage.batch_size * stage.grad_accum,
+    )
+    funcs, weights = reward_functions(stage, ask)
+    args.reward_weights = weights
+    with _plain_ref_init(model):
+        trainer = GRPOTrainer(
+            model=model,
+            reward_funcs=funcs,
+            args=args,
+            train_dataset=datasets.Dataset.from_list(rollout_rows(examples, stage)),
+            processing_class=processor,
+            callbacks=loop.callbacks(progress, label),
+            optimizers=(optimizer, None),
+        )
+    trainer_box.append(trainer)
+    if stage.cold_start is not None and trainer.ref_model is not None:
+        # TRL loads the reference from the model's path, i.e. the base; after a cold start the reference must be
+        # the cold-started policy, as in the paper's two-phase recipe.
+        ref = copy.deepcopy(trainer.accelerator.unwrap_model(trainer.model)).eval().requires_grad_(False)
+        trainer.ref_model = trainer.accelerator.prepare_model(ref, evaluation_mode=True)
+    summary |= loop.run(trainer, output_dir / "grpo", progress, resume_from)
+    summary["rewards"] = _reward_means(trainer.state.log_history)
+    return summary
+
+
+def _reward_means(history: list[dict]) -> dict[str, dict[str, float]]:
+    """First and last logged mean of each reward term (and the total), for the record."""
+    keys = sorted({k for h in history for k in h if k.startswith("rewards/") and k.endswith("/mean")} | {"reward"})
+    out = {}
+    for key in keys:
+        values = [h[key] for h in history if key in h]
+        if values:
+            out[key.removeprefix("rewards/").removesuffix("/mean")] = {"first": values[0], "last": values[-1]}
+    return out
