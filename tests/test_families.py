@@ -148,3 +148,20 @@ def test_uncached_hub_model_offline_says_how_to_point_at_a_copy(tmp_path, monkey
     res = runner.invoke(app, ["eval", "--model", "nobody-here/no-such-vlm", "--results", str(tmp_path / "r")])
     assert res.exit_code == 2 and "not in the Hugging Face cache" in res.output and "model.id" in res.output
     assert len(res.output.strip().splitlines()) == 1
+
+
+def test_one_grpo_step_with_reflection(tiny_model, data_dir, tmp_path):
+    """EMO-R3 on each family: rollouts, the two reflective queries to the policy, one optimizer step, evaluation."""
+    family, path = tiny_model
+    results = tmp_path / "results"
+    recipe = _recipe(tmp_path, path, data_dir, {"name": "lora", "groups": ["language"], "r": 4, "alpha": 8})
+    grpo = "stage={name: grpo, max_steps: 1, batch_size: 4, num_generations: 2, max_completion_length: 8}"
+    res = runner.invoke(app, ["train", "--recipe", recipe, "--results", str(results), "--set", grpo])
+    assert res.exit_code == 0, res.output
+    run = [json.loads(line) for line in (results / "runs.jsonl").read_text().splitlines()][-1]
+    assert run["status"] == "success" and run["stage"] == "grpo" and run["model"]["family"] == family
+    assert run["train"]["steps"] == 1
+    assert {"accuracy_reward", "format_reward", "coherence_reward", "consistency_reward"} <= set(
+        run["train"]["rewards"]
+    )
+    assert set(run["scores"]) == {"tiny-emotion/emo-r3@1", "tiny-vqa@1"}

@@ -27,7 +27,7 @@ def _labels(example: dict, stage) -> list[str]:
 
 
 def rollout_rows(examples: list[dict], stage) -> list[dict]:
-    """GRPO's data set: a conversational prompt in the stage's template plus the columns the rewards read."""
+    """GRPO's rows: a conversational prompt in the stage's template plus the columns the rewards read."""
     rows = []
     for ex in examples:
         labels = _labels(ex, stage)
@@ -42,6 +42,23 @@ def rollout_rows(examples: list[dict], stage) -> list[dict]:
             }
         )
     return rows
+
+
+def rollout_dataset(rows: list[dict]):
+    """A `datasets.Dataset` (what TRL accepts) holding the text columns; images stay where they are (PIL or a lazy
+    file reference) and are decoded per batch, so a large image set is never copied into Arrow memory."""
+    import datasets
+
+    images = [r["image"] for r in rows]
+    table = datasets.Dataset.from_list(
+        [{k: v for k, v in r.items() if k != "image"} | {"row": i} for i, r in enumerate(rows)]
+    )
+
+    def with_images(batch: dict) -> dict:
+        batch["image"] = [images[i].convert("RGB") if images[i] is not None else None for i in batch["row"]]
+        return batch
+
+    return table.with_transform(with_images)
 
 
 def cold_start_answer(example: dict, template: str) -> str:
@@ -130,7 +147,6 @@ def run_grpo(
     Interruption and resumption follow the SFT stage: a checkpoint under `cold-start/` resumes the cold start,
     one under `grpo/` resumes GRPO (the cold-started weights are in it).
     """
-    import datasets
     from trl import GRPOConfig, GRPOTrainer
 
     loop.check_trainable(model)
@@ -184,7 +200,7 @@ def run_grpo(
             model=model,
             reward_funcs=funcs,
             args=args,
-            train_dataset=datasets.Dataset.from_list(rollout_rows(examples, stage)),
+            train_dataset=rollout_dataset(rollout_rows(examples, stage)),
             processing_class=processor,
             callbacks=loop.callbacks(progress, label),
             optimizers=(optimizer, None),
