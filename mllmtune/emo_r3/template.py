@@ -51,9 +51,13 @@ def apply(template: str, question: str) -> str:
     'Which emotion?'
     >>> apply("think", "Which emotion?").startswith("Which emotion?\\nFirst think")
     True
+    >>> apply("think", apply("think", "Which emotion?")) == apply("think", "Which emotion?")
+    True
     """
     instruction = INSTRUCTIONS[template]
-    return f"{question}\n{instruction}" if instruction else question
+    if not instruction or instruction in question:  # data sets such as EMO-R3's carry the instruction already
+        return question
+    return f"{question}\n{instruction}"
 
 
 def coherence_question(text: str, labels: list[str]) -> str:
