@@ -165,6 +165,16 @@ def run_grpo(
             resume_from=resume_from,
         )
         resume_from = None
+    trainer_box: list = []  # the reflective rewards ask the trainer's live policy, which exists only below
+    ask = rewards.policy_asker(
+        lambda: _policy_opener(trainer_box[0])(),
+        processor,
+        stage.reflection.temperature,
+        stage.reflection.top_p,
+        stage.reflection.max_new_tokens,
+        batch_size=stage.batch_size * stage.grad_accum,
+    )
+    funcs, weights = reward_functions(stage, ask)
     args = loop.training_args(
         stage,
         output_dir / "grpo",
@@ -179,22 +189,11 @@ def run_grpo(
         epsilon=stage.epsilon,
         epsilon_high=stage.epsilon_high,
         loss_type=stage.loss_type,
-        reward_weights=None,  # set below, once the active terms are known
+        reward_weights=weights,
         use_vllm=stage.use_vllm,
         vllm_mode=stage.vllm_mode,
-        gradient_checkpointing=stage.gradient_checkpointing,
+        gradient_checkpointing=stage.gradient_checkpointing,  # TRL's default is on; the recipe decides
     )
-    trainer_box: list = []
-    ask = rewards.policy_asker(
-        lambda: _policy_opener(trainer_box[0])(),
-        processor,
-        stage.reflection.temperature,
-        stage.reflection.top_p,
-        stage.reflection.max_new_tokens,
-        batch_size=stage.batch_size * stage.grad_accum,
-    )
-    funcs, weights = reward_functions(stage, ask)
-    args.reward_weights = weights
     with _plain_ref_init(model):
         trainer = GRPOTrainer(
             model=model,
