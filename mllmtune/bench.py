@@ -95,9 +95,11 @@ def _matches(pattern: str | None, *texts: str) -> bool:
 
 
 def load_suite(
-    path: str | Path, only: str | None = None, extra_set: list[str] | None = None
+    path: str | Path, only: str | None = None, extra_set: list[str] | None = None, seeds: list[int] | None = None
 ) -> tuple[Suite, list[Cell]]:
-    """Validate a suite and every recipe in it; raise one :class:`UserError` listing every problem found."""
+    """Validate a suite and every recipe in it; raise one :class:`UserError` listing every problem found.
+
+    `seeds` replaces the suite's own seeds (e.g. one seed of a three-seed suite)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"suite file not found: {path}")
@@ -115,7 +117,7 @@ def load_suite(
         run = SuiteRun(recipe=run) if isinstance(run, str) else run
         recipe_file = _resolve(run.recipe, path)
         for model in suite.models or [None]:
-            for seed in suite.seeds:
+            for seed in seeds or suite.seeds:
                 overrides = [*suite.set, *run.set, *(extra_set or []), f"seed={seed}"]
                 overrides += [f"model.id={json.dumps(model)}"] if model is not None else []
                 try:
@@ -255,10 +257,11 @@ def run_suite(
     dry_run: bool = False,
     only: str | None = None,
     extra_set: list[str] | None = None,
+    seeds: list[int] | None = None,
 ) -> BenchResult:
     """Validate, plan, then train each remaining cell in order; returns what happened to every cell."""
     results = Path(results)
-    suite, cells = load_suite(suite_path, only, extra_set)
+    suite, cells = load_suite(suite_path, only, extra_set, seeds)
     records, warnings = store.read_records(results)
     for w in warnings:
         console.print(f"warning: {w}", markup=False, highlight=False)

@@ -139,6 +139,7 @@ def bench(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="list what would run and what is skipped")] = False,
     only: Annotated[str | None, typer.Option(help="only recipes whose path or name matches (glob or text)")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="override a key in every run")] = None,
+    seeds: Annotated[str | None, typer.Option(help="comma-separated seeds replacing the suite's, e.g. 0")] = None,
     results: ResultsOpt = Path("results"),
 ) -> None:
     """Run a suite of recipes × models × seeds, skipping runs the table already holds (so it resumes).
@@ -147,7 +148,11 @@ def bench(
     """
     from mllmtune.bench import run_suite
 
-    outcome = run_suite(suite, results, console, dry_run=dry_run, only=only, extra_set=set_ or [])
+    try:
+        seed_list = [int(x) for x in seeds.split(",")] if seeds else None
+    except ValueError:
+        raise UserError(f"--seeds {seeds!r}: expected comma-separated integers, e.g. 0,1,2") from None
+    outcome = run_suite(suite, results, console, dry_run=dry_run, only=only, extra_set=set_ or [], seeds=seed_list)
     if outcome.count("failed"):
         raise typer.Exit(1)
 

@@ -193,3 +193,13 @@ def test_micro_suite_end_to_end_then_report(micro_world, tmp_path):
     tuned = lb[lb["stage"] == "sft"]
     assert tuned[["E_lo", "E_hi", "F_lo", "F_hi", "O_lo", "O_hi"]].notna().all().all()  # predictions were paired
     assert ((tuned["E_lo"] <= tuned["E"]) & (tuned["E"] <= tuned["E_hi"])).all()
+
+
+def test_seeds_option_replaces_the_suite_seeds(tmp_path, fake_train):
+    calls, _ = fake_train
+    suite = suite_file(tmp_path, [str(FULL)], seeds=[0, 1, 2])
+    res = runner.invoke(app, ["bench", str(suite), "--results", str(tmp_path / "r"), "--seeds", "1"])
+    assert res.exit_code == 0, res.output
+    assert calls == ["sft-full"] and "ran 1 · skipped 0 · failed 0" in res.output
+    bad = runner.invoke(app, ["bench", str(suite), "--seeds", "one"])
+    assert bad.exit_code == 2 and "--seeds" in bad.output
