@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # CPU torch where no CUDA driver is present (no CUDA wheels dragged in); the default build otherwise.
 TORCH := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "torch" || echo "torch==2.13.0")
 
-.PHONY: install demo test test-all lint clean-world
+.PHONY: install demo test test-all lint clean-world perf
 
 install: $(STAMP)
 
@@ -28,6 +28,10 @@ test: install
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow and not gpu"
+
+# Suite overhead, memory, start-up and growth against plain baselines (~10 minutes on 2 cores) -> results/perf.csv.
+perf: install
+	$(BIN)/mllmtune perf
 
 lint: install
 	$(BIN)/ruff check mllmtune tests

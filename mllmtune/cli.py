@@ -168,6 +168,27 @@ def report(
     run_report(results, out, console, err_console)
 
 
+@command()
+def perf(
+    repeats: Annotated[int, typer.Option(min=1, help="runs per figure; each figure is their median")] = 3,
+    quick: Annotated[bool, typer.Option("--quick", help="seconds-sized smoke run on the micro world")] = False,
+    only: Annotated[
+        list[str] | None, typer.Option(help="only these sections: sft, grpo, memory, startup, growth")
+    ] = None,
+    results: ResultsOpt = Path("results"),
+) -> None:
+    """Measure the suite against plain baselines (step time, memory, start-up, growth) into RESULTS/perf.csv."""
+    known = {"sft", "grpo", "memory", "startup", "growth"}
+    if only and set(only) - known:
+        raise UserError(f"--only: unknown section {sorted(set(only) - known)[0]!r}; known: {', '.join(sorted(known))}")
+    from mllmtune import store
+    from mllmtune.perf import run_perf
+
+    store.check_writable(results)
+    _setup()
+    run_perf(results, repeats=repeats, quick=quick, console=console, only=only)
+
+
 @command(app, "ls")
 def ls(
     what: Annotated[str, typer.Argument(help="strategies | recipes | benchmarks")] = "strategies",

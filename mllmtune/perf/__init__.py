@@ -1,0 +1,148 @@
+"""`mllmtune perf`: what the suite costs over the libraries it drives, measured side by side in one run.
+
+Figures (each the median over `repeats` runs, with the min and max): SFT step time through the suite against a plain
+`transformers.Trainer` script (`benchmarks/perf/plain_trainer.py`) for full, lora and freeze; EMO-R3's GRPO step
+against plain GRPO; peak memory of full, lora and qlora on a ~150 M random world-architecture model; start-up of
+`mllmtune --help`; evaluation seconds per 1,000 samples and report seconds per 10,000 records. They land in
+`results/perf.csv`, and `mllmtune report` shows them.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mllmtune.perf.overhead import GRPOSizes, SFTSizes
+from mllmtune.perf.table import TARGETS, Row, print_table, write_csv
+
+
+@dataclass
+class PerfSizes:
+    sft: SFTSizes = field(default_factory=SFTSizes)
+    grpo: GRPOSizes = field(default_factory=GRPOSizes)
+    mem_steps: int = 3
+    mem_batch: int = 4
+    eval_samples: int = 256
+    report_records: int = 10_000
+    startup_repeats: int = 5
+
+    @classmethod
+    def quick(cls) -> PerfSizes:
+        return cls(
+            SFTSizes(steps=3, warmup=1, batch_size=4),
+            GRPOSizes(steps=1, warmup=1, batch_size=4, num_generations=2, max_completion_length=8),
+            mem_steps=2,
+            mem_batch=2,
+            eval_samples=16,
+            report_records=300,
+            startup_repeats=2,
+        )
+
+
+def _row(section: str, figure: str, unit: str, values: list[float], note: str = "") -> Row:
+    return Row(section, figure, unit, values, TARGETS.get(figure), note)
+
+
+def _ratios(a: list[float], b: list[float]) -> list[float]:
+    return [x / y for x, y in zip(a, b, strict=True)]
+
+
+def run_perf(results: Path, repeats: int = 3, quick: bool = False, console=None, only: list[str] | None = None):
+    """Measure every figure (or the sections in `only`), write `results/perf.csv`, print the table; returns rows."""
+    from mllmtune.perf import common, growth, memory, overhead
+    from mllmtune.run import make_progress
+    from mllmtune.world.build import current_size
+
+    log = console.print if console else print
+    sizes = PerfSizes.quick() if quick else PerfSizes()
+    sections = only or ["sft", "grpo", "memory", "startup", "growth"]
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        n_train = max(64, sizes.sft.batch_size * (sizes.sft.steps + sizes.sft.warmup))
+        setup = common.prepare(work, "micro" if quick else current_size(), n_train, sizes.eval_samples)
+        log(f"perf on {setup.source}: {common.param_count(setup.model_dir):,} parameters; {repeats} repeat(s)")
+        with make_progress(console) if console else _null() as progress:
+            if "sft" in sections:
+                log("suite overhead: SFT step time, suite against a plain Trainer script")
+                sft = overhead.sft_overhead(setup, sizes.sft, repeats, 0, progress)
+                b = sizes.sft.batch_size
+                for name, sides in sft.items():
+                    note = f"{setup.source}; batch {b}, {sizes.sft.steps} timed steps after {sizes.sft.warmup}"
+                    rows += [
+                        _row("sft", f"{name} suite step", "s", sides["suite"], note),
+                        _row("sft", f"{name} plain step", "s", sides["plain"], note),
+                        _row("sft", f"{name} suite samples/s", "1/s", [b / t for t in sides["suite"]]),
+                        _row("sft", f"{name} plain samples/s", "1/s", [b / t for t in sides["plain"]]),
+                        _row("sft", f"{name} suite/plain", "x", _ratios(sides["suite"], sides["plain"])),
+                    ]
+            if "grpo" in sections:
+                log("reflection overhead: GRPO step time, EMO-R3 against plain GRPO")
+                g = overhead.reflection_overhead(setup, sizes.grpo, repeats, 0, progress)
+                gs = sizes.grpo
+                note = f"G={gs.num_generations}, {gs.batch_size} per step, <= {gs.max_completion_length} tokens"
+                completions = gs.batch_size * (gs.steps + gs.warmup)
+                rows += [
+                    _row("grpo", "grpo step", "s", g["grpo"], note),
+                    _row("grpo", "emo-r3 step", "s", g["emo-r3"], note),
+                    _row("grpo", "emo-r3/grpo", "x", _ratios(g["emo-r3"], g["grpo"])),
+                    _row(
+                        "grpo",
+                        "reflective queries per completion",
+                        "share",
+                        [q / (2 * completions) for q in g["queries"]],
+                        "completions with reasoning to re-read; at 0 the ratio measures no reflection",
+                    ),
+                ]
+        if "memory" in sections:
+            log("memory: peak RSS of full, lora and qlora SFT steps, one subprocess each")
+            size = common.SIZES["micro"] if quick else common.PERF_SIZE
+            model_dir = common.random_model(work / "perf-size", size, setup.train_rows)
+            n = common.param_count(model_dir)
+            mem = memory.memory_figures(model_dir, repeats, sizes.mem_steps, sizes.mem_batch, log)
+            held = {k: [r["train_peak_mb"] - r["import_mb"] for r in v] for k, v in mem.items()}
+            note = f"random world-architecture model, {n / 1e6:.0f} M parameters; batch {sizes.mem_batch}"
+            for name, runs in mem.items():
+                rows += [
+                    _row("memory", f"{name} train peak over imports", "MB", held[name], note),
+                    _row("memory", f"{name} train peak", "MB", [r["train_peak_mb"] for r in runs], "whole process"),
+                    _row("memory", f"{name} load peak", "MB", [r["load_peak_mb"] for r in runs]),
+                    _row(
+                        "memory", f"{name} loaded over imports", "MB", [r["loaded_mb"] - r["import_mb"] for r in runs]
+                    ),
+                ]
+            if "lora" in held and "full" in held:
+                rows.append(_row("memory", "lora/full", "x", _ratios(held["lora"], held["full"]), "over imports"))
+            if "qlora" in held and "lora" in held:
+                rows.append(_row("memory", "qlora/lora", "x", _ratios(held["qlora"], held["lora"]), "over imports"))
+        if "startup" in sections:
+            st = growth.startup(max(repeats, sizes.startup_repeats))
+            rows += [
+                _row("startup", "mllmtune --help", "s", st["help"]),
+                _row("startup", "python -c pass", "s", st["pass"]),
+                _row(
+                    "startup", "--help minus python", "s", [a - b for a, b in zip(st["help"], st["pass"], strict=True)]
+                ),
+            ]
+        if "growth" in sections:
+            n_eval, n_rep = len(setup.test_rows), sizes.report_records
+            ev = [growth.eval_seconds(setup.model_dir, setup.test_rows) * 1000 / n_eval for _ in range(repeats)]
+            rep = [growth.report_seconds(n_rep) * 10_000 / n_rep for _ in range(repeats)]
+            rows += [
+                _row("growth", "eval per 1,000 samples", "s", ev, f"measured on {n_eval} samples, batch 64"),
+                _row("growth", "report per 10,000 records", "s", rep, f"measured on {n_rep} records, 50 recipes"),
+            ]
+    path = write_csv(rows, Path(results) / "perf.csv", repeats)
+    if console:
+        print_table(rows, console)
+        log(f"wrote {path}")
+    return rows
+
+
+class _null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False

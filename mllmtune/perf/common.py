@@ -1,0 +1,129 @@
+"""What every perf measurement shares: the model and data it runs on, a per-step timer, and robust summaries.
+
+The overhead figures run on the embedded world's base when that world is built; when it is not (its build takes
+~20 minutes), on a random model of the same architecture and size, with the world's tokenizer recipe trained on the
+rendered rows, so `mllmtune perf` never waits for the world build. The memory figures always use a random model of
+`PERF_SIZE` (~150 M parameters): memory is a matter of shapes, not of trained weights.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from mllmtune.world.model import SIZES, ModelSize
+
+# A mid-sized model of the world's architecture for the memory figures: ~150 M parameters (language 10 x 1024).
+PERF_SIZE = ModelSize(
+    vocab=1200, vision_hidden=384, vision_layers=6, vision_heads=6, text_hidden=1024, text_layers=10, text_heads=16
+)
+
+
+@dataclass
+class Setup:
+    model_dir: Path
+    source: str  # what the model is, for the table's notes
+    train_rows: list[dict]
+    test_rows: list[dict]
+
+
+def as_examples(rows: list[dict]) -> list[dict]:
+    """World rows as training examples, exactly as `mllmtune train` builds them (`run.train_examples`)."""
+    from mllmtune.data import emotion_prompt
+
+    return [dict(r, prompt=emotion_prompt(r["labels"]), answer=r["label"]) for r in rows]
+
+
+def rendered_rows(split: str, n: int, seed: int = 0) -> list[dict]:
+    """EmoScenes photo rows drawn on the fly (no world build needed)."""
+    from mllmtune.world.general import emoscene_rows
+
+    return as_examples(emoscene_rows("photo", split, n, seed))
+
+
+def random_model(folder: Path, size: ModelSize, rows: list[dict], seed: int = 0) -> Path:
+    """A random world-architecture model with a tokenizer trained on `rows`, saved for `from_pretrained`."""
+    from mllmtune.emo_r3.template import STRUCTURED_INSTRUCTION
+    from mllmtune.world.model import build_model, build_processor, train_tokenizer
+
+    corpus = [STRUCTURED_INSTRUCTION] + [t for r in rows for t in (r["prompt"], r["answer"], r["description"])]
+    tokenizer = train_tokenizer(corpus, size.vocab)
+    processor = build_processor(tokenizer)
+    model = build_model(tokenizer, size, seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def prepare(work: Path, size_name: str, n_train: int, n_test: int) -> Setup:
+    """The model and rows of the overhead and growth figures: the built world of `size_name`, else a random twin."""
+    from mllmtune.world.build import load_world_split, world_root
+
+    root = world_root(size_name)
+    if (root / "build.json").is_file():
+        train = as_examples(load_world_split("emoscenes-photo", "train", n_train, size=size_name))
+        test = as_examples(load_world_split("emoscenes-photo", "test", n_test, size=size_name))
+        return Setup(root / "model", f"world {size_name} (pretrained)", train, test)
+    train, test = rendered_rows("train", n_train), rendered_rows("test", n_test, seed=1)
+    folder = random_model(work / f"random-{size_name}", SIZES[size_name], train)
+    return Setup(folder, f"random {size_name}-size world-architecture model (world not built)", train, test)
+
+
+def param_count(model_dir: Path) -> int:
+    """Parameters stored in a saved model folder (read from the safetensors headers, nothing loaded)."""
+    import math
+
+    from safetensors import safe_open
+
+    total = 0
+    for path in Path(model_dir).glob("*.safetensors"):
+        with safe_open(str(path), "pt") as f:
+            total += sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())  # noqa: SIM118
+    return total
+
+
+def step_timer():
+    """A TrainerCallback that stamps every optimizer step's end; `steady(warmup)` gives the step times after warm-up.
+
+    Step k's time runs from the end of step k-1 (or train begin) to the end of step k, so it holds the batch's
+    loading and collation, forward, backward, optimizer and any callback work: everything a training step costs.
+    """
+    from transformers import TrainerCallback
+
+    class StepTimer(TrainerCallback):
+        def __init__(self):
+            self.stamps: list[float] = []
+
+        def on_train_begin(self, args, state, control, **kw):
+            self.stamps = [time.perf_counter()]
+
+        def on_step_end(self, args, state, control, **kw):
+            self.stamps.append(time.perf_counter())
+
+        def steady(self, warmup: int) -> list[float]:
+            times = [b - a for a, b in zip(self.stamps, self.stamps[1:], strict=False)]
+            return times[warmup:]
+
+    return StepTimer()
+
+
+@contextmanager
+def loop_callback(callback):
+    """Add `callback` to every trainer the stages build while inside (GRPO's stage takes no extra callbacks)."""
+    from mllmtune.stages import loop
+
+    original = loop.callbacks
+    loop.callbacks = lambda progress, label: original(progress, label) + [callback]
+    try:
+        yield
+    finally:
+        loop.callbacks = original
+
+
+def spread(values: list[float]) -> tuple[float, float, float]:
+    """(median, min, max)."""
+    return statistics.median(values), min(values), max(values)

@@ -1,0 +1,118 @@
+"""Peak memory of `full`, `lora` and `qlora` training steps, one fresh subprocess per strategy and repeat.
+
+A process's peak RSS cannot be lowered once reached, so each measurement runs alone:
+`python -m mllmtune.perf.memory MODEL_DIR STRATEGY STEPS BATCH` prints one JSON line with
+
+- `import_mb`: RSS after importing torch, transformers, peft and bitsandbytes (what every strategy pays alike);
+- `loaded_mb`: RSS once the model is loaded and the strategy applied (`load_bundle` + the registry's `build`, as
+  `mllmtune train` does; QLoRA re-loads the base in 4-bit there);
+- `load_peak_mb`: the peak up to that point (QLoRA holds the fp32 and the 4-bit copy at once while re-loading);
+- `train_peak_mb`: the peak during the SFT steps alone (the kernel's high-water mark is reset first through
+  /proc/self/clear_refs; where that is refused it is the whole process's peak).
+
+The targets use `train_peak_mb - import_mb`: the memory the model and its training hold (weights, gradients,
+optimizer state, activations), without the interpreter and libraries every strategy shares.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+MEM_STRATEGIES = {
+    "full": {"name": "full"},
+    "lora": {"name": "lora", "groups": ["language"], "r": 8, "alpha": 16},
+    "qlora": {"name": "qlora", "groups": ["language"], "r": 8, "alpha": 16},
+}
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def reset_peak() -> bool:
+    """Reset the kernel's peak-RSS mark of this process (Linux >= 4.0); False where that is not allowed."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def measure(model_dir: str, strategy: str, steps: int, batch_size: int) -> dict:
+    """In this process: import, load, apply `strategy`, train `steps` SFT steps; the memory marks on the way."""
+    import gc
+
+    from mllmtune.runtime import setup
+
+    setup()
+    import bitsandbytes  # noqa: F401  (every child imports the same libraries, so import_mb is comparable)
+    import peft  # noqa: F401
+    import transformers  # noqa: F401
+
+    from mllmtune import strategies
+    from mllmtune.models import load_bundle
+    from mllmtune.perf.common import rendered_rows
+    from mllmtune.recipe import SFTStage
+    from mllmtune.stages.sft import run_sft
+
+    rows = rendered_rows("train", steps * batch_size)
+    gc.collect()
+    out = {"strategy": strategy, "import_mb": rss_mb()}
+    bundle = load_bundle(model_dir)
+    spec = strategies.get(strategy)
+    options = spec.options.model_validate(MEM_STRATEGIES[strategy])
+    bundle.model = spec.build(bundle, options, rows)
+    gc.collect()
+    out |= {"loaded_mb": rss_mb(), "load_peak_mb": peak_mb()}
+    out["peak_reset"] = reset_peak()
+    stage = SFTStage(max_steps=steps, batch_size=batch_size, learning_rate=1e-4, logging_steps=steps)
+    with tempfile.TemporaryDirectory() as tmp:
+        run_sft(bundle.model, bundle.processor, rows, stage, Path(tmp), 0, progress=None, label=strategy)
+    out["train_peak_mb"] = peak_mb()
+    return out
+
+
+def run_child(model_dir: Path, strategy: str, steps: int, batch_size: int, timeout: float = 900) -> dict:
+    """One measurement in a fresh interpreter; raises with the child's last lines when it fails."""
+    cmd = [sys.executable, "-m", "mllmtune.perf.memory", str(model_dir), strategy, str(steps), str(batch_size)]
+    env = dict(os.environ, TQDM_DISABLE="1")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = "\n".join((proc.stderr or proc.stdout).splitlines()[-5:])
+        raise RuntimeError(f"memory child for {strategy} failed (exit {proc.returncode}): {tail}")
+    return json.loads(lines[-1])
+
+
+def memory_figures(model_dir: Path, repeats: int, steps: int, batch_size: int, log=print) -> dict[str, list[dict]]:
+    """Per strategy, one child result per repeat; QLoRA is skipped (with a note) where 4-bit kernels are missing."""
+    from mllmtune.strategies.qlora import fourbit_problem
+
+    problem = fourbit_problem()
+    out: dict[str, list[dict]] = {}
+    for name in MEM_STRATEGIES:
+        if name == "qlora" and problem:
+            log(f"memory: qlora skipped ({problem})")
+            continue
+        out[name] = [run_child(model_dir, name, steps, batch_size) for _ in range(repeats)]
+    return out
+
+
+if __name__ == "__main__":
+    model, strategy, n_steps, batch = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    print(json.dumps(measure(model, strategy, n_steps, batch)), flush=True)

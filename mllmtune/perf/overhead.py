@@ -1,0 +1,195 @@
+"""Suite overhead (SFT through the suite against a plain Trainer script) and reflection overhead (EMO-R3 against
+plain GRPO), each a median of steady-state step times: warm-up steps, model loading and evaluation are left out.
+
+The suite side is the path `mllmtune train` takes: `models.load_bundle`, the registered strategy's `build`, and
+`stages.sft.run_sft` with a live progress display; only a step timer is added (`extra_callbacks`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import statistics
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from mllmtune.perf.common import Setup, loop_callback, step_timer
+
+# The strategies of the overhead figure, configured as the world's recipes configure them.
+SFT_STRATEGIES = {
+    "full": {"name": "full"},
+    "lora": {"name": "lora", "groups": ["language"], "r": 8, "alpha": 16},
+    "freeze": {"name": "freeze", "groups": ["vision", "projector"]},
+}
+PLAIN_SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "perf" / "plain_trainer.py"
+
+
+@dataclass
+class SFTSizes:
+    steps: int = 20  # timed steps
+    warmup: int = 3
+    batch_size: int = 16
+    learning_rate: float = 1e-4
+
+
+def plain_module():
+    if not PLAIN_SCRIPT.is_file():
+        from mllmtune.errors import UserError
+
+        raise UserError(f"perf: the plain baseline {PLAIN_SCRIPT} is missing (install mllmtune from its repository)")
+    spec = importlib.util.spec_from_file_location("plain_trainer", PLAIN_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def suite_sft(setup: Setup, strategy: str, sizes: SFTSizes, seed: int, progress) -> list[float]:
+    """Steady-state step times of the suite's SFT stage with `strategy` applied through the registry."""
+    from transformers import set_seed
+
+    from mllmtune import strategies
+    from mllmtune.models import load_bundle
+    from mllmtune.recipe import SFTStage
+    from mllmtune.stages.sft import run_sft
+
+    set_seed(seed)
+    bundle = load_bundle(str(setup.model_dir))
+    spec = strategies.get(strategy)
+    options = spec.options.model_validate(SFT_STRATEGIES[strategy])
+    model = spec.build(bundle, options, setup.train_rows)
+    stage = SFTStage(
+        max_steps=sizes.warmup + sizes.steps, batch_size=sizes.batch_size, learning_rate=sizes.learning_rate
+    )
+    timer = step_timer()
+    with tempfile.TemporaryDirectory() as out:
+        run_sft(
+            model,
+            bundle.processor,
+            setup.train_rows,
+            stage,
+            Path(out),
+            seed,
+            progress=progress,
+            label=f"perf suite {strategy}",
+            extra_callbacks=(timer,),
+            optimizer=spec.optimizer(model, options, stage) if spec.optimizer else None,
+        )
+    return timer.steady(sizes.warmup)
+
+
+def plain_sft(setup: Setup, strategy: str, sizes: SFTSizes, seed: int) -> list[float]:
+    from transformers import set_seed
+
+    set_seed(seed)
+    timer = step_timer()
+    with tempfile.TemporaryDirectory() as out:
+        plain_module().train(
+            str(setup.model_dir),
+            setup.train_rows,
+            strategy,
+            sizes.warmup + sizes.steps,
+            sizes.batch_size,
+            seed,
+            out,
+            learning_rate=sizes.learning_rate,
+            callbacks=(timer,),
+        )
+    return timer.steady(sizes.warmup)
+
+
+def sft_overhead(setup: Setup, sizes: SFTSizes, repeats: int, seed: int, progress) -> dict[str, dict[str, list]]:
+    """Per strategy, per repeat: the median step time of each side. Sides alternate order between repeats, so a
+    slow drift of the shared machine's load does not land on one side."""
+    out: dict[str, dict[str, list]] = {s: {"suite": [], "plain": []} for s in SFT_STRATEGIES}
+    for r in range(repeats):
+        for strategy in SFT_STRATEGIES:
+            sides = ("plain", "suite") if r % 2 == 0 else ("suite", "plain")
+            for side in sides:
+                if side == "suite":
+                    times = suite_sft(setup, strategy, sizes, seed, progress)
+                else:
+                    times = plain_sft(setup, strategy, sizes, seed)
+                out[strategy][side].append(statistics.median(times))
+    return out
+
+
+@dataclass
+class GRPOSizes:
+    steps: int = 4
+    warmup: int = 1
+    num_generations: int = 4
+    batch_size: int = 16  # completions per step
+    max_completion_length: int = 64
+
+
+def grpo_stage(sizes: GRPOSizes, reflective: bool):
+    """The two stages compared: identical but for the reflective reward weights (0 drops the term and its query)."""
+    from mllmtune.recipe import GRPOStage
+
+    rewards = {"accuracy": 0.8, "format": 0.1, "coherence": 0.05, "consistency": 0.05}
+    if not reflective:
+        rewards |= {"accuracy": 0.9, "coherence": 0.0, "consistency": 0.0}
+    return GRPOStage(
+        name="grpo",
+        template="emo-r3",
+        num_generations=sizes.num_generations,
+        batch_size=sizes.batch_size,
+        max_steps=sizes.warmup + sizes.steps,
+        max_completion_length=sizes.max_completion_length,
+        learning_rate=1e-5,
+        logging_steps=1,
+        rewards=rewards,
+    )
+
+
+def count_queries(counter: dict):
+    """Wrap `rewards.policy_asker` so every reflective query is counted (how much reflection the run really did)."""
+    from mllmtune.emo_r3 import rewards
+
+    original = rewards.policy_asker
+
+    def counting(*args, **kwargs):
+        ask = original(*args, **kwargs)
+
+        def counted(queries):
+            counter["queries"] = counter.get("queries", 0) + len(queries)
+            return ask(queries)
+
+        return counted
+
+    return original, counting
+
+
+def grpo_run(setup: Setup, sizes: GRPOSizes, reflective: bool, seed: int, progress) -> tuple[float, int]:
+    """(median steady step time, reflective queries asked) of one GRPO run of the suite's stage."""
+    from transformers import set_seed
+
+    from mllmtune.emo_r3 import rewards
+    from mllmtune.models import load_bundle
+    from mllmtune.stages.grpo import run_grpo
+
+    set_seed(seed)
+    bundle = load_bundle(str(setup.model_dir))
+    bundle.model.requires_grad_(True)  # strategy `full`
+    timer, counter = step_timer(), {}
+    original, counting = count_queries(counter)
+    rewards.policy_asker = counting
+    try:
+        with loop_callback(timer), tempfile.TemporaryDirectory() as out:
+            stage = grpo_stage(sizes, reflective)
+            label = f"perf {'emo-r3' if reflective else 'grpo'}"
+            run_grpo(bundle.model, bundle.processor, setup.train_rows, stage, Path(out), seed, progress, label)
+    finally:
+        rewards.policy_asker = original
+    return statistics.median(timer.steady(sizes.warmup)), counter.get("queries", 0)
+
+
+def reflection_overhead(setup: Setup, sizes: GRPOSizes, repeats: int, seed: int, progress) -> dict[str, list]:
+    out: dict[str, list] = {"grpo": [], "emo-r3": [], "queries": []}
+    for r in range(repeats):
+        for reflective in (False, True) if r % 2 == 0 else (True, False):
+            step, queries = grpo_run(setup, sizes, reflective, seed, progress)
+            out["emo-r3" if reflective else "grpo"].append(step)
+            if reflective:
+                out["queries"].append(queries)
+    return out

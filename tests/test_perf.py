@@ -1,0 +1,53 @@
+"""`mllmtune perf --quick`: every figure lands in perf.csv with its median and spread, and the report shows them."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from mllmtune.cli import app
+
+runner = CliRunner()
+FIGURES = {
+    "full suite/plain",
+    "lora suite/plain",
+    "freeze suite/plain",
+    "lora suite samples/s",
+    "emo-r3/grpo",
+    "reflective queries per completion",
+    "full train peak over imports",
+    "lora/full",
+    "qlora/lora",
+    "--help minus python",
+    "eval per 1,000 samples",
+    "report per 10,000 records",
+}
+
+
+@pytest.mark.slow
+def test_perf_quick_writes_every_figure_and_the_report_shows_it(micro_world, tmp_path):
+    from tests.test_report import ZERO
+
+    results = tmp_path / "results"
+    res = runner.invoke(app, ["perf", "--quick", "--repeats", "1", "--results", str(results)])
+    assert res.exit_code == 0, res.output
+    with (results / "perf.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert FIGURES <= {r["figure"] for r in rows}
+    for r in rows:
+        assert float(r["min"]) <= float(r["median"]) <= float(r["max"]) and int(r["repeats"]) >= 1
+    assert all(r["met"] in ("yes", "no") for r in rows if r["target"])
+    (results / "runs.jsonl").write_text(json.dumps(ZERO) + "\n")
+    res = runner.invoke(app, ["report", "--results", str(results)])
+    assert res.exit_code == 0, res.output
+    assert "performance" in res.output and "emo-r3/grpo" in res.output
+    md = (results / "report" / "report.md").read_text()
+    assert "## Performance" in md and "| sft | full suite/plain |" in md
+
+
+def test_perf_rejects_an_unknown_section(tmp_path):
+    res = runner.invoke(app, ["perf", "--only", "nope", "--results", str(tmp_path)])
+    assert res.exit_code == 2 and "unknown section" in res.output
