@@ -56,6 +56,30 @@ def no_cpu_bf16_repack(model) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
+def release_checkpoint(model) -> None:
+    """Give the weights that stay in full precision their own memory, then hand freed heap back to the system (CPU).
+
+    Loaded from an fp32 safetensors file, the unquantized weights (embeddings, norms, biases, head) are views of the
+    file's memory map, and quantizing touched every page of that map: ~4 bytes per parameter of the whole model
+    stayed resident for ~2% of the weights, and the quantization's freed buffers stayed in the allocator. Measured
+    by `mllmtune perf` on a 150 M model: RSS after the 4-bit load fell from +960 MB to +105 MB over the imports.
+    """
+    import ctypes
+    import ctypes.util
+    import gc
+
+    import torch
+
+    with torch.no_grad():
+        for tensor in [*model.parameters(), *model.buffers()]:
+            if tensor.dtype != torch.uint8:  # the packed 4-bit weights own their memory already
+                tensor.data = tensor.data.clone()
+    gc.collect()
+    libc = ctypes.util.find_library("c")
+    if libc and hasattr(ctypes.CDLL(libc), "malloc_trim"):  # glibc only
+        ctypes.CDLL(libc).malloc_trim(0)
+
+
 def quantization_config(options: QLoraOptions, dtype):
     from transformers import BitsAndBytesConfig
 
@@ -89,6 +113,7 @@ def qlora(bundle, options: QLoraOptions):
     )
     if device.type == "cpu":
         no_cpu_bf16_repack(model)
+        release_checkpoint(model)
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     bundle.model = model
     return targets.wrap_peft(model, lora_config(bundle, options))
