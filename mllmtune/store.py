@@ -51,8 +51,9 @@ class RunRecord(BaseModel):
     total_params: int
     wall_s: float
     peak_mem_mb: float | None = None
-    scores: dict[str, dict[str, float]] = {}
-    baseline: dict[str, dict[str, float]] | None = None
+    # A metric that is not a number (NaN) is written as null, so null must read back.
+    scores: dict[str, dict[str, float | None]] = {}
+    baseline: dict[str, dict[str, float | None]] | None = None
     train: dict[str, Any] = {}
     artifacts: dict[str, str] = {}
     provenance: dict[str, Any] = {}

@@ -109,6 +109,7 @@ def test_reasoning_metrics_check_steps_against_the_truth():
     assert m["structured"] == pytest.approx(200 / 3)
     assert m["step3_polarity"] == pytest.approx(100 / 3) and m["step3_arousal"] == pytest.approx(200 / 3)
     assert m["step1_cue_precision"] == pytest.approx(100 * 5 / 6)  # night, spikes, fire | night, sun, fire
+    assert "step1_cue_precision" not in reasoning_metrics([ex], ["\\boxed{fear}"], "emo-r3")
 
 
 def test_policy_asker_one_generation_per_reward_and_restores_training(bundle, monkeypatch):

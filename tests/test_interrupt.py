@@ -32,26 +32,20 @@ def _records(results: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
 
 
+GRPO_SMALL = ["stage.batch_size=4", "stage.num_generations=2", "stage.max_completion_length=8"]
+
+
 @pytest.mark.slow
-def test_sigint_records_cancelled_and_resume_succeeds(micro_world, tmp_path):
+@pytest.mark.parametrize(
+    ("recipe", "steps", "overrides"),
+    [("recipes/world/sft-full.yaml", 600, ["stage.batch_size=2"]), ("recipes/world/rl/emo-r3.yaml", 40, GRPO_SMALL)],
+    ids=["sft", "grpo"],
+)
+def test_sigint_records_cancelled_and_resume_succeeds(micro_world, tmp_path, recipe, steps, overrides):
     results = tmp_path / "results"
-    steps = 600
-    cmd = [
-        sys.executable,
-        "-m",
-        "mllmtune",
-        "train",
-        "--recipe",
-        "recipes/world/sft-full.yaml",
-        "--results",
-        str(results),
-        "--set",
-        f"stage.max_steps={steps}",
-        "--set",
-        "stage.batch_size=2",
-        "--set",
-        "eval.limit=2",
-    ]
+    cmd = [sys.executable, "-m", "mllmtune", "train", "--recipe", recipe, "--results", str(results)]
+    for override in [f"stage.max_steps={steps}", "eval.limit=2", *overrides]:
+        cmd += ["--set", override]
     env = dict(os.environ, MLLMTUNE_THREADS="1")
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 120

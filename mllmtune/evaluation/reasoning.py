@@ -3,7 +3,8 @@
 - `structured`: share of replies in the template's shape;
 - `step3_polarity`, `step3_arousal`: share whose step 3 names the true valence sign / arousal level (a missing or
   undecided step 3 counts as wrong);
-- `step1_cue_precision`: of the objects and lights that step 1 names, the share the image really has.
+- `step1_cue_precision`: of the objects and lights that step 1 names, the share the image really has (absent when
+  no reply names any: a record holds numbers only).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def _true_cues(example: dict) -> set[str]:
 
 
 def reasoning_metrics(examples: list[dict], outputs: list[str], template: str) -> dict[str, float]:
-    """Percentages over all examples; cue precision over the cues named (NaN when none are)."""
+    """Percentages over all examples; cue precision over the cues named."""
     from mllmtune.world.scenes import AROUSAL_THRESHOLD
 
     n = max(1, len(outputs))
@@ -45,9 +46,11 @@ def reasoning_metrics(examples: list[dict], outputs: list[str], template: str) -
             cues = _named_cues(step1)
             named += len(cues)
             real += len(cues & _true_cues(ex))
-    return {
+    out = {
         "structured": 100.0 * structured / n,
         "step3_polarity": 100.0 * polarity_ok / n,
         "step3_arousal": 100.0 * arousal_ok / n,
-        "step1_cue_precision": 100.0 * real / named if named else float("nan"),
     }
+    if named:
+        out["step1_cue_precision"] = 100.0 * real / named
+    return out

@@ -18,7 +18,8 @@ def _mean(xs: list[float]) -> float:
 
 
 def _metric(scores: dict, key: str, metric: str = "accuracy") -> float:
-    return scores.get(key, {}).get(metric, math.nan)
+    value = scores.get(key, {}).get(metric)
+    return math.nan if value is None else value
 
 
 def summarize(scores: dict, baseline: dict | None, target: list[str], retention: list[str]) -> dict[str, float]:
