@@ -49,10 +49,17 @@ class Report:
     warnings: list[str] = field(default_factory=list)
 
 
-def _keys(scores: dict, names: list[str]) -> list[str]:
-    """Score keys (`name@version`) for benchmark names; a record's own keys win, so old versions still match."""
-    by_name = {k.split("@")[0]: k for k in scores}
-    return [by_name.get(n, n) for n in names]
+def _keys(scores: dict, names: list[str], template: str = "plain") -> list[str]:
+    """Score keys (`name@version`) for benchmark names; a record's own keys win, so old versions still match.
+
+    A run evaluated in a reasoning template holds its emotion scores as `name/template@version`; those are its
+    columns where they exist (retention benchmarks stay plain)."""
+    by_name = {k.rsplit("@", 1)[0]: k for k in scores}
+    return [by_name.get(f"{n}/{template}", by_name.get(n, n)) for n in names]
+
+
+def _template(rec: dict) -> str:
+    return ((rec.get("recipe") or {}).get("eval") or {}).get("template") or "plain"
 
 
 def _roles(rec: dict) -> tuple[list[str], list[str]]:
@@ -64,10 +71,13 @@ def _num(value: Any) -> float:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else math.nan
 
 
-def _flatten(rec: dict, scores: dict, baseline: dict | None, roles: tuple[list[str], list[str]]) -> dict[str, Any]:
-    """One flat row: identity, cost and the derived numbers of one record."""
+def _flatten(
+    rec: dict, scores: dict, baseline: dict | None, roles: tuple[list[str], list[str]], template: str | None = None
+) -> dict[str, Any]:
+    """One flat row: identity, cost and the derived numbers of one record (in `template`, default the record's)."""
     model = rec.get("model") if isinstance(rec.get("model"), dict) else {}
-    target, retention = _keys(scores, roles[0]), _keys(scores, roles[1])
+    template = template or _template(rec)
+    target, retention = _keys(scores, roles[0], template), _keys(scores, roles[1], template)
     derived = summarize(scores, baseline, target, retention) if scores else {}
     trainable, total = _num(rec.get("trainable_params")), _num(rec.get("total_params"))
     error = str(rec.get("error") or "").strip().splitlines()
@@ -228,7 +238,7 @@ def _zero_shot_rows(good: list[dict], roles_by_model: dict) -> list[dict]:
     limits = Counter(model for model, _, _ in merged)
     for (model, _rev, limit), cell in merged.items():
         last = cell["recs"][-1]
-        row = _flatten(last, cell["scores"], cell["scores"], roles_by_model.get(model, _roles({})))
+        row = _flatten(last, cell["scores"], cell["scores"], roles_by_model.get(model, _roles({})), "plain")
         row["recipe"] = "zero-shot" if limits[model] == 1 else f"zero-shot (limit {limit})"
         row["wall_s"] = sum(_num(r.get("wall_s")) for r in cell["recs"])
         row["recipe_hash"] = "+".join(dict.fromkeys(str(r.get("recipe_hash")) for r in cell["recs"]))

@@ -290,3 +290,23 @@ def test_report_on_10k_records_is_fast(tmp_path):
     assert len(report.runs) == 10_000 and report.leaderboard["n_seeds"].max() == 5
     assert len(report.leaderboard) == 50 and len(report.failed) == 271
     assert seconds <= 5.0, f"report took {seconds:.1f}s on 10,000 records"
+
+
+def test_a_reasoning_template_run_is_read_in_its_own_columns(tmp_path):
+    """A GRPO run asked in the emo-r3 template compares with the base asked the same way, not with plain answers."""
+    t2, ood2 = "emoscenes-photo/emo-r3@1", "emoscenes-art/emo-r3@1"
+    zero_r3 = record(
+        run_id="zs-r3", name="zero-shot", strategy="none", family="none", stage="zero-shot", recipe_hash="h-zs-r3",
+        recipe={"eval": {"benchmarks": ["emoscenes-photo", "emoscenes-art"], "limit": None, "template": "emo-r3"}},
+        trainable_params=0, scores={t2: acc([1, 0]), ood2: acc([0])},
+    )  # fmt: skip
+    base = {t2: zero_r3["scores"][t2], ood2: zero_r3["scores"][ood2], R: BASELINE[R]}
+    grpo = record(
+        run_id="g", name="emo-r3", strategy="full", family="selective", stage="grpo", recipe_hash="h-g",
+        recipe={"eval": EVAL | {"template": "emo-r3"}}, baseline=base,
+        scores={t2: acc([1, 1]), ood2: acc([1]), R: acc([0], nll=1.5)},
+    )  # fmt: skip
+    report = build_report(save(tmp_path, [ZERO, zero_r3, grpo]))
+    row = report.leaderboard.set_index("recipe").loc["emo-r3"]
+    assert (row["A_I"], row["A_O"], row["E"], row["F"]) == (100.0, 100.0, 50.0, -100.0)
+    assert row["loss_forgetting"] == pytest.approx(0.5)
