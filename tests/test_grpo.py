@@ -93,7 +93,7 @@ def test_bad_grpo_recipes_name_the_key(override, message):
 
 def test_eval_template_follows_the_stage():
     assert load_recipe("recipes/world/rl/emo-r3.yaml").eval.template == "emo-r3"
-    assert load_recipe("recipes/world/rl/grpo.yaml").eval.template == "think"
+    assert load_recipe("recipes/world/rl/grpo.yaml", ["stage.template=think"]).eval.template == "think"
     assert load_recipe("recipes/world/sft-full.yaml").eval.template == "plain"
     recipe = validate({"name": "x", "strategy": {"name": "full"}, "stage": {"name": "grpo"}, "eval": {}}, "t")
     assert recipe.eval.template == "emo-r3"
