@@ -168,6 +168,10 @@ def train(recipe: Recipe, results: Path, console: Console, resume: dict | None =
     if strategy.check:  # groups that match nothing fail before the baseline is scored and recorded
         strategy.check(bundle, recipe.strategy)
     examples = train_examples(recipe)
+    if recipe.stage.name == "grpo":  # a bad candidate list fails before anything is scored or recorded
+        from mllmtune.stages.grpo import check_labels
+
+        check_labels(examples, recipe.stage)
     names = recipe.eval.target + recipe.eval.retention
     run_id = resume["run_id"] if resume else store.new_run_id(recipe.name)
     run_dir = results / "runs" / run_id

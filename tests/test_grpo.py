@@ -45,6 +45,39 @@ def test_accuracy_needs_the_boxed_label_exactly():
     assert out == [1.0, 0.0, 0.0, 0.0]
 
 
+# (completion, accuracy, format) for label "fear" under the emo-r3 template.
+COMPLETIONS = [
+    pytest.param(STRUCTURED, 1.0, 1.0, id="well-formed"),
+    pytest.param(STRUCTURED.replace("<step2> they would feel threatened </step2> ", ""), 1.0, 0.0, id="step-missing"),
+    pytest.param(
+        "<step2> b </step2> <step1> a </step1> <step3> c </step3> \\boxed{fear}", 1.0, 0.0, id="steps-out-of-order"
+    ),
+    pytest.param(STRUCTURED.replace("boxed{fear}", "boxed{anger}"), 0.0, 1.0, id="wrong-label"),
+    pytest.param(STRUCTURED.replace(" \\boxed{fear}", ""), 0.0, 0.0, id="no-answer"),
+    pytest.param("", 0.0, 0.0, id="empty"),
+    pytest.param(
+        "<step1> 😱 ｓｐｉｋｅｓ </step1> <step2> 怖い </step2> <step3> négatif </step3> \\boxed{ＦＥＡＲ}",
+        1.0,
+        1.0,
+        id="unicode",
+    ),
+    pytest.param("<step1> " + "spikes " * 5000 + "</step1>" * 3 + " \\boxed{fear", 0.0, 0.0, id="very-long-unclosed"),
+    pytest.param("\\boxed{fear} \\boxed{}", 0.0, 0.0, id="last-box-empty"),
+    pytest.param([{"role": "assistant", "content": STRUCTURED}], 1.0, 1.0, id="conversational"),
+]
+
+
+@pytest.mark.parametrize(("completion", "accuracy", "fmt"), COMPLETIONS)
+def test_rewards_on_hand_written_completions(completion, accuracy, fmt):
+    kw = dict(label=["fear"], labels=[["fear", "anger", "joy"]], template=["emo-r3"], image=[None])
+    assert rewards.accuracy_reward([completion], **kw) == [accuracy]
+    assert rewards.format_reward([completion], **kw) == [fmt]
+    for make in (rewards.make_coherence_reward, rewards.make_consistency_reward):
+        for reply in ("", "none", "fear", "no", "yes", "?" * 300):
+            (value,) = make(lambda qs, r=reply: [r] * len(qs))([completion], **kw)
+            assert 0.0 <= value <= 1.0
+
+
 def test_reflective_rewards_ask_once_per_step_and_only_for_reasoning():
     calls = []
 
@@ -134,6 +167,15 @@ def test_policy_asker_one_generation_per_reward_and_restores_training(bundle, mo
     assert calls == [(3, {"do_sample": True, "temperature": 0.6, "top_p": 0.95})]
     assert all(v in (0.0, 0.5, 1.0) for v in out)
     assert model.training
+
+
+def test_candidate_labels_must_cover_the_data():
+    from mllmtune.stages.grpo import check_labels
+
+    stage = GRPOStage(name="grpo", labels=["fear", "joy"])
+    check_labels([{"answer": "fear"}, {"answer": "joy"}], stage)
+    with pytest.raises(UserError, match="stage.labels: misses the data set's labels anger, awe"):
+        check_labels([{"answer": "fear"}, {"answer": "awe"}, {"answer": "anger"}], stage)
 
 
 def test_cold_start_answers_come_from_the_cues(micro_world):

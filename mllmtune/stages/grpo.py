@@ -26,6 +26,15 @@ def _labels(example: dict, stage) -> list[str]:
     return list(labels)
 
 
+def check_labels(examples: list[dict], stage) -> None:
+    """A candidate list must cover every label of the data: an uncovered label could never be answered right."""
+    if not stage.labels:
+        return
+    missing = sorted({ex["answer"] for ex in examples} - set(stage.labels))
+    if missing:
+        raise UserError(f"stage.labels: misses the data set's labels {', '.join(missing)}")
+
+
 def rollout_rows(examples: list[dict], stage) -> list[dict]:
     """GRPO's rows: a conversational prompt in the stage's template plus the columns the rewards read."""
     rows = []
