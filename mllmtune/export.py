@@ -50,10 +50,10 @@ def export_model(model_dir: str | Path, out: str | Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     info = {"strategy": manifest["strategy"], "family": manifest["family"], "base": manifest["base"]}
     if manifest["family"] == "additive":
-        from transformers import AutoProcessor
+        from mllmtune.models import processor_at
 
         load_base(manifest, dequantize=True).save_pretrained(str(out))
-        AutoProcessor.from_pretrained(manifest["base"]["path"]).save_pretrained(str(out))
+        processor_at(manifest["base"]["path"]).save_pretrained(str(out))
         shutil.copytree(model_dir, out / "adapter", dirs_exist_ok=True)
         info.update(layout="base model + adapter/", adapter=manifest["format"])
     else:

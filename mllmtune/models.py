@@ -141,6 +141,13 @@ def load_processor(path: str, family: str, revision: str | None = None, trust_re
     return AutoProcessor.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
 
 
+def processor_at(path: str | Path):
+    """The processor saved with a model folder, by the folder's own family (so Qwen loads without torchvision)."""
+    from transformers import AutoConfig
+
+    return load_processor(str(path), AutoConfig.from_pretrained(str(path)).model_type)
+
+
 def quantization_config(kind: str, dtype):
     """bitsandbytes settings for `model.quantization` (the `qlora` strategy quantizes on its own)."""
     from transformers import BitsAndBytesConfig

@@ -150,6 +150,21 @@ def test_uncached_hub_model_offline_says_how_to_point_at_a_copy(tmp_path, monkey
     assert len(res.output.strip().splitlines()) == 1
 
 
+def test_export_of_a_lora_run_loads_as_a_plain_model(tiny_model, data_dir, tmp_path):
+    """The merged export is a standard model folder with its processor (Qwen's without torchvision here)."""
+    from mllmtune.models import load_bundle
+
+    family, path = tiny_model
+    results = tmp_path / "results"
+    recipe = _recipe(tmp_path, path, data_dir, {"name": "lora", "groups": ["language"], "r": 4, "alpha": 8})
+    assert runner.invoke(app, ["train", "--recipe", recipe, "--results", str(results)]).exit_code == 0
+    run_id = json.loads((results / "runs.jsonl").read_text().splitlines()[-1])["run_id"]
+    res = runner.invoke(app, ["export", run_id, "--results", str(results), "--out", str(tmp_path / "export")])
+    assert res.exit_code == 0, res.output
+    bundle = load_bundle(str(tmp_path / "export"))
+    assert bundle.family == family and not any("lora" in n for n, _ in bundle.model.named_parameters())
+
+
 def test_one_grpo_step_with_reflection(tiny_model, data_dir, tmp_path):
     """EMO-R3 on each family: rollouts, the two reflective queries to the policy, one optimizer step, evaluation."""
     family, path = tiny_model

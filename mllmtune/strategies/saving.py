@@ -90,9 +90,10 @@ def load_base(manifest: dict, dequantize: bool = False):
 def load_tuned(directory: str | Path, dequantize: bool = False):
     """(model, processor, manifest) of a saved tuned model, ready to evaluate, train further or merge."""
     import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoModelForImageTextToText
 
     from mllmtune import strategies
+    from mllmtune.models import processor_at
 
     directory = Path(directory)
     manifest = read_manifest(directory)
@@ -100,7 +101,7 @@ def load_tuned(directory: str | Path, dequantize: bool = False):
     options = strategy.options.model_validate(manifest["options"])
     if manifest["format"] == "hf":
         model = AutoModelForImageTextToText.from_pretrained(str(directory), dtype=getattr(torch, manifest["dtype"]))
-        return model, AutoProcessor.from_pretrained(str(directory)), manifest
+        return model, processor_at(directory), manifest
     base = load_base(manifest, dequantize=dequantize)
     if strategy.load is not None:
         model = strategy.load(base, directory, options)
@@ -112,4 +113,4 @@ def load_tuned(directory: str | Path, dequantize: bool = False):
         with warnings.catch_warnings():  # peft warns on every non-linear target (ln-tuning's norms); harmless
             warnings.filterwarnings("ignore", message="Unsupported layer type")
             model = PeftModel.from_pretrained(base, str(directory))
-    return model, AutoProcessor.from_pretrained(manifest["base"]["path"]), manifest
+    return model, processor_at(manifest["base"]["path"]), manifest
