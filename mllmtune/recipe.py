@@ -156,7 +156,6 @@ class GRPOStage(TrainLoop):
     template: Literal["emo-r3", "think", "plain"] = Field("emo-r3", description="answer format asked and rewarded")
     learning_rate: float = Field(2e-6, gt=0)
     num_generations: int = Field(4, ge=2, description="group size G")
-    batch_size: int = Field(16, ge=1)
     temperature: float = Field(1.0, gt=0, description="rollout sampling temperature")
     top_p: float = Field(1.0, gt=0, le=1)
     max_completion_length: int = Field(160, ge=1)

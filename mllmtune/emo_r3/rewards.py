@@ -112,7 +112,8 @@ def make_consistency_reward(ask: Asker) -> Callable[..., list[float]]:
 
     def consistency_reward(completions, image=None, **kwargs) -> list[float]:
         images = list(image) if image is not None else [None] * len(completions)
-        steps = [tpl.step(_text(c), 1) or tpl.reasoning(_text(c)) for c in completions]
+        texts = [_text(c) for c in completions]
+        steps = [tpl.step(t, 1) or tpl.reasoning(t) for t in texts]
         queries = [
             {"prompt": tpl.CONSISTENCY_QUESTION.format(text=s), "image": img} if s else None
             for s, img in zip(steps, images, strict=True)
