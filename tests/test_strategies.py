@@ -355,18 +355,23 @@ def test_every_recipe_runs_on_the_embedded_world(micro_world, tmp_path_factory, 
     assert (Path(record["artifacts"]["model"]) / "mllmtune_model.json").is_file()
 
 
-@pytest.mark.xfail(strict=True, reason="peft prefix tuning: generate() ignores the learned prefix (forward uses it)")
 def test_prefix_tuning_generation_follows_its_forward(micro_world):
-    """Found by the world's strategy table: a prefix-tuned run answered exactly as the zero-shot base did.
+    """Found by the world's strategy table: a prefix-tuned run answered exactly as the zero-shot base did, because
+    transformers 5 takes the cache as `cache` and peft still passed the prefix as `past_key_values`.
 
-    Greedy generation's first token must be the argmax of the model's own forward pass; with a large prefix the
-    forward pass changes, and generation must follow it.
+    Each token that greedy generation picks, in a left-padded batch of prompts of different lengths, must be the
+    argmax of the model's own forward pass over that one prompt and the tokens before it; with a large prefix the
+    forward pass differs from the base's, and generation must follow it.
     """
-    from mllmtune.data import encode_prompts
+    from mllmtune.data import emotion_prompt, encode_prompts
     from mllmtune.models import load_bundle
+    from mllmtune.world.build import load_world_split
 
     bundle = load_bundle("world")
-    batch = encode_prompts(bundle.processor, examples(4))
+    rows = examples(2) + [
+        {"prompt": emotion_prompt(r["labels"]), "image": r["image"]}
+        for r in load_world_split("emoscenes-art", "train", 2)
+    ]
     strategy = strategies.get("prefix-tuning")
     model = strategy.build(bundle, strategy.options.model_validate({"name": "prefix-tuning"}), [])
     torch.manual_seed(0)
@@ -374,8 +379,20 @@ def test_prefix_tuning_generation_follows_its_forward(micro_world):
         if p.requires_grad:
             p.data.normal_(0, 3)
     model.eval()
+    batch = encode_prompts(bundle.processor, rows)
+    assert (batch["attention_mask"] == 0).any(), "the prompts must differ in length so that the batch is padded"
+    tok = bundle.processor.tokenizer
     with torch.no_grad():
-        expected = model(**batch).logits[:, -1].argmax(-1)
-        pad = bundle.processor.tokenizer.pad_token_id
-        first = model.generate(**batch, max_new_tokens=1, do_sample=False, pad_token_id=pad)[:, -1]
-    assert first.tolist() == expected.tolist()
+        out = model.generate(**batch, max_new_tokens=4, do_sample=False, pad_token_id=tok.pad_token_id)
+        new = out[:, batch["input_ids"].shape[1] :]
+        base_first = model.get_base_model()(**batch).logits[:, -1].argmax(-1)
+        for i, row in enumerate(rows):
+            one = encode_prompts(bundle.processor, [row])
+            steps = new[i].tolist()
+            if tok.eos_token_id in steps:
+                steps = steps[: steps.index(tok.eos_token_id) + 1]
+            ids = torch.cat([one["input_ids"], torch.tensor([steps[:-1]], dtype=torch.long)], dim=1)
+            seq = {**one, "input_ids": ids, "attention_mask": torch.ones_like(ids)}
+            picked = model(**seq).logits[0, -len(steps) :].argmax(-1).tolist()
+            assert picked == steps, f"row {i}"
+    assert new[:, 0].tolist() != base_first.tolist(), "the prefix must change the answer for this test to mean anything"

@@ -66,7 +66,7 @@ def _drop_in(model):
     so in a left-padded batch the pads sit between the virtual tokens and the prompt and shift every prompt position
     by the pad count (training right-pads, so it never sees that), and batched answers differ from one-at-a-time
     answers; positions are recomputed from the attention mask, which peft has already extended over the virtual
-    tokens. Prefix tuning needs neither fix (its prefix lives in the attention cache, and peft offsets positions).
+    tokens. Prefix tuning has its own fix, `_prefix_in_cache`.
     """
     import torch
 
@@ -116,10 +116,52 @@ def prompt_tuning(bundle, options: PromptTuningOptions):
     return _drop_in(targets.wrap_peft(bundle.model, config))
 
 
+def _prefix_in_cache(model):
+    """Make peft prefix tuning's `generate` use the prefix that its `forward` (training) uses.
+
+    transformers 5 renamed the models' `past_key_values` argument to `cache`, and when both reach a forward the new
+    name wins. peft (0.21) still hands the learned prefix over as `past_key_values` beside the empty `cache` that
+    `generate` made, so generation silently ran the frozen base. This writes the prefix into that live cache on the
+    first step and, as `forward` does, extends the attention mask over it and counts positions after it (training
+    right-pads, so its positions are the prefix length plus the token index).
+    """
+    import torch
+
+    prepare, virtual = model.prepare_inputs_for_generation, model.active_peft_config.num_virtual_tokens
+
+    def prepare_with_prefix(*args, **kwargs):
+        inputs = prepare(*args, **kwargs)
+        prefix, cache = inputs.pop("past_key_values", None), inputs.get("cache")
+        if prefix is None or cache is None:  # transformers < 5: peft's own path works
+            if prefix is not None:
+                inputs["past_key_values"] = prefix
+            return inputs
+        if cache.get_seq_length() == 0:
+            for i, layer in enumerate(prefix.layers):
+                cache.update(layer.keys, layer.values, i)
+        x = inputs.get("inputs_embeds") if inputs.get("inputs_embeds") is not None else inputs.get("input_ids")
+        mask = inputs.get("attention_mask")
+        if isinstance(mask, torch.Tensor) and mask.dim() == 2:  # peft has already put ones over the prefix
+            inputs["position_ids"] = (mask.long().cumsum(-1) - 1).clamp(min=0)[:, -x.shape[1] :]
+        elif inputs.get("position_ids") is not None:
+            inputs["position_ids"] = inputs["position_ids"] + virtual
+        return inputs
+
+    model.prepare_inputs_for_generation = prepare_with_prefix
+    return model
+
+
+def _load_prefix_tuning(base_model, directory, options=None):
+    from peft import PeftModel
+
+    return _prefix_in_cache(PeftModel.from_pretrained(base_model, str(directory)))
+
+
 @register(
     "additive",
     "Trainable key/value prefixes in every language-model attention layer (peft prefix tuning).",
     PrefixTuningOptions,
+    load=_load_prefix_tuning,
 )
 def prefix_tuning(bundle, options: PrefixTuningOptions):
     from peft import PrefixTuningConfig
@@ -129,7 +171,7 @@ def prefix_tuning(bundle, options: PrefixTuningOptions):
         prefix_projection=options.projection,
         encoder_hidden_size=options.projection_hidden,
     )
-    return targets.wrap_peft(bundle.model, config)
+    return _prefix_in_cache(targets.wrap_peft(bundle.model, config))
 
 
 def _check_ia3(bundle, options: IA3Options) -> None:
