@@ -84,35 +84,57 @@ def train(
 
 @command(app, "eval")
 def eval_(
-    model: Annotated[str, typer.Option("--model", "-m", help="'world', a local model folder or a hub id")] = "world",
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="'world', a local model folder or a hub id (default: world)")
+    ] = None,
     benchmarks: Annotated[list[str], typer.Option("--benchmarks", "-b", help="benchmark names (default: all)")] = None,
+    recipe: Annotated[
+        Path | None,
+        typer.Option(
+            "--recipe",
+            "-r",
+            help="take the model, benchmarks (its eval.datasets too), template and limit from a recipe; "
+            "options given here win",
+        ),
+    ] = None,
     limit: Annotated[int | None, typer.Option(help="score only the first N examples of each")] = None,
-    batch_size: int = 64,
+    batch_size: Annotated[int | None, typer.Option(help="prompts per generation batch (default 64)")] = None,
     template: Annotated[
-        str, typer.Option(help="answer format asked of emotion benchmarks: plain, emo-r3 or think")
-    ] = "plain",
+        str | None, typer.Option(help="answer format asked of emotion benchmarks: plain, emo-r3 or think")
+    ] = None,
     results: ResultsOpt = Path("results"),
 ) -> None:
     """Score a saved model as it is (a zero-shot row in the table)."""
     from mllmtune import store
     from mllmtune.evaluation.benchmarks import BENCHMARKS
 
-    names = list(benchmarks or []) or list(BENCHMARKS)
+    spec = None
+    if recipe is not None:
+        from mllmtune.recipe import load_recipe
+
+        spec = load_recipe(recipe)  # registers the benchmarks its eval.datasets declares
+        limit = limit if limit is not None else spec.eval.limit
+        batch_size = batch_size or spec.eval.batch_size
+        template = template or spec.eval.template
+    names = list(benchmarks or []) or (spec.eval.target + spec.eval.retention if spec else list(BENCHMARKS))
     unknown = [b for b in names if b not in BENCHMARKS]
     if unknown:
-        raise UserError(f"--benchmarks: unknown benchmark {unknown[0]!r}; known: {', '.join(BENCHMARKS)}")
+        hint = "" if spec else " (a recipe's eval.datasets are known with --recipe)"
+        raise UserError(f"--benchmarks: unknown benchmark {unknown[0]!r}; known: {', '.join(BENCHMARKS)}{hint}")
+    template = template or "plain"
     if template not in ("plain", "emo-r3", "think"):
         raise UserError(f"--template: unknown template {template!r}; known: plain, emo-r3, think")
     store.check_writable(results)
     _setup()
     from rich.table import Table
 
-    from mllmtune.models import load_bundle
+    from mllmtune.models import load_bundle, load_model
     from mllmtune.run import evaluate_model, make_progress
 
-    bundle = load_bundle(model)
+    bundle = load_bundle(model) if model is not None or spec is None else load_model(spec.model)
+    model = model or bundle.model_id
     with make_progress(console) as progress:
-        record = evaluate_model(bundle, names, limit, batch_size, results, progress, template=template)
+        record = evaluate_model(bundle, names, limit, batch_size or 64, results, progress, template=template)
     table = Table(title=f"{model} (zero-shot)")
     for col in ("benchmark", "accuracy", "details"):
         table.add_column(col)

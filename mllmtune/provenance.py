@@ -78,6 +78,7 @@ def provenance() -> dict[str, Any]:
         "hostname": hostname,
         "device": device_name(),
         "cpu_count": os.cpu_count(),
+        "world_size": int(os.environ.get("WORLD_SIZE", "1")),  # processes of a torchrun / accelerate launch
         "argv": list(sys.argv),
     }
 

@@ -141,15 +141,16 @@ def train_examples(recipe: Recipe) -> list[dict]:
     return [dict(r, prompt=emotion_prompt(r["labels"]), answer=r["label"]) for r in rows]
 
 
-def train(recipe: Recipe, results: Path, console: Console, resume: dict | None = None) -> store.RunRecord:
+def train(recipe: Recipe, results: Path, console: Console, resume: dict | None = None) -> store.RunRecord | None:
     """Run a recipe end to end. User errors before training append nothing; later failures append `failed`.
 
     Ctrl-C or SIGTERM during training appends `cancelled` with the checkpoint saved at that step; `resume` (a
-    cancelled record) continues that run, under the same run id, from its checkpoint.
+    cancelled record) continues that run, under the same run id, from its checkpoint. Under a multi-process launch
+    every process trains and only the main one scores, saves and records (the others return None).
     """
     from transformers import set_seed
 
-    from mllmtune import strategies
+    from mllmtune import runtime, strategies
     from mllmtune.evaluation.runner import evaluate
     from mllmtune.models import load_model
     from mllmtune.provenance import peak_memory_mb, provenance
@@ -173,7 +174,10 @@ def train(recipe: Recipe, results: Path, console: Console, resume: dict | None =
 
         check_labels(examples, recipe.stage)
     names = recipe.eval.target + recipe.eval.retention
-    run_id = resume["run_id"] if resume else store.new_run_id(recipe.name)
+    run_id = runtime.agree(resume["run_id"] if resume else store.new_run_id(recipe.name))
+    main = runtime.is_main()
+    if not main:
+        console = Console(quiet=True)
     run_dir = results / "runs" / run_id
     base = dict(
         run_id=run_id,
@@ -188,8 +192,12 @@ def train(recipe: Recipe, results: Path, console: Console, resume: dict | None =
     )
     with make_progress(console) as progress:
         template = recipe.eval.template
-        baseline = baseline_scores(
-            bundle, names, recipe.eval.limit, recipe.eval.batch_size, results, progress, console, template
+        baseline = (
+            baseline_scores(
+                bundle, names, recipe.eval.limit, recipe.eval.batch_size, results, progress, console, template
+            )
+            if main
+            else {}
         )
         try:
             set_seed(recipe.seed)
@@ -212,6 +220,8 @@ def train(recipe: Recipe, results: Path, console: Console, resume: dict | None =
                 optimizer=strategy.optimizer(model, recipe.strategy, recipe.stage) if strategy.optimizer else None,
                 resume_from=resume["artifacts"]["checkpoint"] if resume else None,
             )
+            if not main:
+                return None
             scores, predictions = evaluate(
                 model, bundle.processor, names, recipe.eval.limit, recipe.eval.batch_size, progress, template
             )
@@ -219,6 +229,8 @@ def train(recipe: Recipe, results: Path, console: Console, resume: dict | None =
         except UserError:
             raise
         except (Exception, KeyboardInterrupt) as exc:
+            if not main:
+                raise
             cancelled = isinstance(exc, Cancelled | KeyboardInterrupt)
             checkpoint = getattr(exc, "checkpoint", None)
             trainable, total = count_parameters(bundle.model)

@@ -27,5 +27,35 @@ def setup() -> None:
     import torch
 
     quiet_libraries()
-    threads = int(os.environ.get("MLLMTUNE_THREADS", os.cpu_count() or 1))
-    torch.set_num_threads(max(1, threads))
+    # Under a multi-process launch the processes of one machine share its cores.
+    share = (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    torch.set_num_threads(max(1, int(os.environ.get("MLLMTUNE_THREADS", share))))
+
+
+# A multi-process launch (`torchrun` or `accelerate launch`): every process trains; only the main one scores, saves
+# and writes records, while the others wait at the next collective. Scoring a large model can take long, so the
+# collectives wait this long instead of torch's default 30 minutes.
+DISTRIBUTED_TIMEOUT_S = 6 * 3600
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def agree(value):
+    """The main process's `value` on every process of a multi-process launch; `value` itself otherwise."""
+    if world_size() == 1:
+        return value
+    from datetime import timedelta
+
+    import torch.distributed as dist
+    from accelerate import PartialState
+
+    PartialState(timeout=timedelta(seconds=DISTRIBUTED_TIMEOUT_S))  # the state the trainers join later
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

@@ -173,3 +173,39 @@ def test_recipe_with_file_data_and_declared_benchmarks_validates():
         )
     with pytest.raises(UserError, match="unknown benchmark 'okvqa'.*eval.datasets"):
         validate({"name": "r", "strategy": {"name": "lora"}, "eval": {"retention": ["okvqa"]}}, "r.yaml")
+
+
+def test_eval_scores_a_recipes_declared_benchmark_by_name(micro_world, tmp_path):
+    """`mllmtune eval --recipe R -b NAME` knows the benchmarks R declares; without the recipe, one line says how."""
+    from typer.testing import CliRunner
+
+    from mllmtune.cli import app
+
+    Image.new("RGB", (16, 16), (250, 250, 250)).save(tmp_path / "white.png")
+    rows = [{"image": "white.png", "question": f"Question {i}?", "answer": "yes" if i % 2 else "no"} for i in range(6)]
+    (tmp_path / "yn.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "# mllmtune eval --recipe r.yaml\n"
+        "name: r\nstrategy: {name: lora}\n"
+        "eval:\n"
+        "  datasets:\n"
+        f"    my-yes-no: {{data: {{source: jsonl, path: {tmp_path / 'yn.jsonl'}, task: vqa}}, metric: yes_no}}\n"
+        "  target: [emoscenes-photo]\n"
+        "  retention: [my-yes-no]\n"
+    )
+    results = tmp_path / "results"
+    out = CliRunner().invoke(app, ["eval", "--recipe", str(recipe), "-b", "my-yes-no", "--results", str(results)])
+    assert out.exit_code == 0, out.output
+    (record,) = [json.loads(line) for line in (results / "runs.jsonl").read_text().splitlines()]
+    assert list(record["scores"]) == ["my-yes-no@1"] and record["scores"]["my-yes-no@1"]["n"] == 6
+    answers = [
+        json.loads(line)
+        for line in (results / "runs" / record["run_id"] / "predictions" / "my-yes-no@1.jsonl")
+        .read_text()
+        .splitlines()
+    ]
+    assert len(answers) == 6
+
+    out = CliRunner().invoke(app, ["eval", "-b", "my-yes-no2", "--results", str(results)])
+    assert out.exit_code == 2 and "unknown benchmark 'my-yes-no2'" in out.output and "--recipe" in out.output

@@ -395,4 +395,6 @@ def test_prefix_tuning_generation_follows_its_forward(micro_world):
             seq = {**one, "input_ids": ids, "attention_mask": torch.ones_like(ids)}
             picked = model(**seq).logits[0, -len(steps) :].argmax(-1).tolist()
             assert picked == steps, f"row {i}"
-    assert new[:, 0].tolist() != base_first.tolist(), "the prefix must change the answer for this test to mean anything"
+    assert new[:, 0].tolist() != base_first.tolist(), (
+        "the prefix must change the answer for this test to mean anything"
+    )

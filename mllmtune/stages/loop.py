@@ -94,6 +94,8 @@ def training_args(stage, output_dir: Path, seed: int, progress, args_class=None,
     """`TrainingArguments` (or a subclass such as TRL's `GRPOConfig`) from a stage's shared loop settings."""
     import torch
 
+    from mllmtune.runtime import DISTRIBUTED_TIMEOUT_S
+
     if args_class is None:
         from transformers import TrainingArguments as args_class
     return args_class(
@@ -120,6 +122,7 @@ def training_args(stage, output_dir: Path, seed: int, progress, args_class=None,
         disable_tqdm=progress is not None,
         activation_checkpointing=stage.gradient_checkpointing,
         use_cpu=not torch.cuda.is_available(),
+        ddp_timeout=DISTRIBUTED_TIMEOUT_S,
         **extra,
     )
 

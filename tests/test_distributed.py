@@ -1,0 +1,53 @@
+"""A multi-process launch (`torchrun`, as `accelerate launch` does on GPUs): every process trains, one records.
+
+Two CPU processes on the gloo backend stand in for two GPUs: the code path (process group, run id agreed between
+processes, data split across them, only the main process scoring and writing) is the same.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+RECIPE = """\
+# mllmtune train --recipe ddp.yaml
+name: ddp-lora
+seed: 0
+model: {id: world}
+data: {source: world, domain: photo, split: train, limit: 32}
+strategy: {name: lora, r: 4}
+eval: {target: [emoscenes-photo], retention: [world-general], limit: 8}
+"""
+STAGES = {
+    "sft": ("stage: {name: sft, epochs: 1, batch_size: 4, learning_rate: 1.0e-3}", 32 // (2 * 4)),
+    # EMO-R3 with reflection: each process asks its own policy; 2 steps of 4 completions (2 prompts x G 2) each
+    "grpo": (
+        "stage: {name: grpo, template: emo-r3, num_generations: 2, batch_size: 4, max_steps: 2, "
+        "max_completion_length: 16, rewards: {accuracy: 0.8, format: 0.1, coherence: 0.05, consistency: 0.05}}",
+        2,
+    ),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_two_processes_train_one_run_and_write_one_record(micro_world, tmp_path, stage):
+    text, steps = STAGES[stage]
+    recipe = tmp_path / "ddp.yaml"
+    recipe.write_text(RECIPE + text + "\n")
+    results = tmp_path / "results"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "mllmtune", "train"]
+    done = subprocess.run(
+        [*command, "--recipe", str(recipe), "--results", str(results)], capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    records = [json.loads(line) for line in (results / "runs.jsonl").read_text().splitlines()]
+    assert sorted(r["stage"] for r in records) == sorted([stage, "zero-shot"])
+    assert all(r["status"] == "success" and r["provenance"]["world_size"] == 2 for r in records)
+    run = next(r for r in records if r["stage"] == stage)
+    assert run["train"]["steps"] == steps  # SFT: each step takes 4 examples on each of the 2 processes
+    assert sorted(p.name for p in (results / "runs").iterdir()) == sorted(r["run_id"] for r in records)
+    assert done.stdout.count("ddp-lora: lora") == 1  # one summary, from the main process
