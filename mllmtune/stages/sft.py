@@ -34,18 +34,60 @@ class ListDataset:
         return self.rows[i]
 
 
-def _trainer_class():
+def length_buckets(lengths: list[int], ratio: float = 2.0) -> list[list[int]]:
+    """Indices grouped so that in each group the longest is at most `ratio` times the shortest (sorted by length)."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    buckets: list[list[int]] = []
+    for i in order:
+        if not buckets or lengths[i] > ratio * lengths[buckets[-1][0]]:
+            buckets.append([])
+        buckets[-1].append(i)
+    return buckets
+
+
+class BucketSampler:
+    """Random batches drawn within length buckets, in random order (hand-written: no maintained library offers a
+    bucketed sampler for `Trainer`; transformers' `LengthGroupedSampler` sorts within mega-batches, which on a
+    mixed-task set puts one task in each batch).
+
+    Each run of `batch_size` consecutive indices comes from one bucket, except the few batches made of the buckets'
+    remainders. Draws from torch's global generator, which `Trainer` seeds, so the order repeats for a seed.
+    """
+
+    def __init__(self, lengths: list[int], batch_size: int):
+        self.buckets, self.batch_size, self.n = length_buckets(lengths), batch_size, len(lengths)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        import torch
+
+        batches, rest = [], []
+        for bucket in self.buckets:
+            shuffled = [bucket[i] for i in torch.randperm(len(bucket)).tolist()]
+            full = len(shuffled) - len(shuffled) % self.batch_size
+            batches += [shuffled[i : i + self.batch_size] for i in range(0, full, self.batch_size)]
+            rest += shuffled[full:]
+        batches += [rest[i : i + self.batch_size] for i in range(0, len(rest), self.batch_size)]
+        for b in torch.randperm(len(batches)).tolist():
+            yield from batches[b]
+
+
+def _trainer_class(batching: str):
     from transformers import Trainer
     from transformers.trainer_pt_utils import LengthGroupedSampler
 
     class SuiteTrainer(Trainer):
-        """Trainer that groups batches by our length estimates (Trainer infers lengths only for HF datasets)."""
+        """Trainer that batches by our length estimates when asked (Trainer infers lengths only for HF datasets)."""
 
         def _get_train_sampler(self, train_dataset=None):
             dataset = train_dataset if train_dataset is not None else self.train_dataset
-            if self.args.train_sampling_strategy == "group_by_length" and isinstance(dataset, ListDataset):
-                size = self.args.train_batch_size * self.args.gradient_accumulation_steps
+            size = self.args.train_batch_size * self.args.gradient_accumulation_steps
+            if batching == "by_length" and isinstance(dataset, ListDataset):
                 return LengthGroupedSampler(size, lengths=dataset.lengths)
+            if batching == "length_buckets" and isinstance(dataset, ListDataset):
+                return BucketSampler(dataset.lengths, self.args.train_batch_size)
             return super()._get_train_sampler(train_dataset)
 
     return SuiteTrainer
@@ -72,14 +114,8 @@ def run_sft(
     `resume_from` continues from such a checkpoint: weights, optimizer, schedule and data order.
     """
     loop.check_trainable(model)
-    args = loop.training_args(
-        stage,
-        output_dir,
-        seed,
-        progress,
-        train_sampling_strategy="group_by_length" if stage.group_by_length else "random",
-    )
-    trainer = _trainer_class()(
+    args = loop.training_args(stage, output_dir, seed, progress)
+    trainer = _trainer_class(stage.batching)(
         model=model,
         args=args,
         train_dataset=ListDataset(examples),

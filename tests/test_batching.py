@@ -1,0 +1,50 @@
+"""SFT batching: `length_buckets` cuts padding while tasks of similar length still share batches."""
+
+from __future__ import annotations
+
+import torch
+
+from mllmtune.stages.sft import BucketSampler, length_buckets
+
+
+def test_buckets_cover_every_index_and_keep_the_longest_within_twice_the_shortest():
+    lengths = [5, 40, 9, 10, 80, 11, 21, 7, 300, 150]
+    buckets = length_buckets(lengths)
+    assert sorted(i for b in buckets for i in b) == list(range(len(lengths)))
+    assert all(max(lengths[i] for i in b) <= 2 * min(lengths[i] for i in b) for b in buckets)
+    assert [sorted(lengths[i] for i in b) for b in buckets] == [[5, 7, 9, 10], [11, 21], [40, 80], [150, 300]]
+
+
+def test_batches_stay_in_a_bucket_mix_tasks_of_similar_length_and_repeat_for_a_seed():
+    # two short tasks (lengths 50 and 60) and a long one (180), shuffled together as in the world's pretraining mix
+    tasks = ["a"] * 45 + ["b"] * 45 + ["long"] * 10
+    lengths = [{"a": 50, "b": 60, "long": 180}[t] for t in tasks]
+    sampler = BucketSampler(lengths, batch_size=8)
+    torch.manual_seed(0)
+    order = list(sampler)
+    assert sorted(order) == list(range(100)) and len(sampler) == 100
+    batches = [order[i : i + 8] for i in range(0, 100, 8)]
+    kinds = [{tasks[i] for i in b} for b in batches]
+    assert sum(k == {"long"} for k in kinds) == 1  # 10 long rows: one full batch of them, 2 left over
+    assert sum(k == {"a", "b"} for k in kinds) >= 9  # short batches mix both tasks (a random batch almost surely)
+    assert sum("long" in k and len(k) > 1 for k in kinds) <= 1  # only the remainders' batch may mix lengths
+    torch.manual_seed(0)
+    assert list(sampler) == order
+    torch.manual_seed(1)
+    assert list(sampler) != order
+
+
+def test_sft_trains_with_length_buckets(micro_world, tmp_path, monkeypatch):
+    from mllmtune.models import load_bundle
+    from mllmtune.recipe import SFTStage
+    from mllmtune.stages import sft
+    from mllmtune.world.build import pretrain_examples
+
+    drawn = []
+    original = sft.BucketSampler.__iter__
+    monkeypatch.setattr(sft.BucketSampler, "__iter__", lambda self: iter(drawn.extend(original(self)) or drawn))
+    bundle = load_bundle("world")
+    rows = pretrain_examples()[:24]
+    stage = SFTStage(max_steps=3, batch_size=8, batching="length_buckets", logging_steps=1)
+    summary = sft.run_sft(bundle.model, bundle.processor, rows, stage, tmp_path, 0)
+    assert summary["steps"] == 3 and sorted(drawn) == list(range(24))
