@@ -51,3 +51,16 @@ def test_perf_quick_writes_every_figure_and_the_report_shows_it(micro_world, tmp
 def test_perf_rejects_an_unknown_section(tmp_path):
     res = runner.invoke(app, ["perf", "--only", "nope", "--results", str(tmp_path)])
     assert res.exit_code == 2 and "unknown section" in res.output
+
+
+def test_a_memory_child_does_not_inherit_its_parents_peak():
+    """Linux carries ru_maxrss across exec from the forked parent; the child's peak must be its own."""
+    import subprocess
+    import sys
+
+    held = bytearray(400 << 20)  # 400 MB, touched, resident in this (the parent) process
+    held[::4096] = b"\x01" * len(held[::4096])
+    code = "from mllmtune.perf.memory import peak_mb; print(peak_mb())"
+    child = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert child < 300, f"child peak {child:.0f} MB: the parent's 400 MB leaked into it"
+    del held
