@@ -23,35 +23,10 @@ def quiet_libraries() -> None:
     transformers.logging.disable_progress_bar()
 
 
-# glibc serves blocks above its mmap threshold from fresh mappings and unmaps them on free, but it raises that
-# threshold (up to 32 MB) each time such a block is freed, after which the layers' large temporaries (QLoRA's
-# dequantized weights, activations) come from the heap and stay resident once freed. Fixing the threshold keeps them
-# returnable: on the 150 M perf model (`python -m mllmtune.perf.memory DIR STRATEGY 3 4`), training peak over imports
-# went from 1136 to 875 MB for LoRA and from 745 to 402 MB for QLoRA. A user's own MALLOC_MMAP_THRESHOLD_ wins.
-MMAP_THRESHOLD_BYTES = 1 << 20
-
-
-def fix_mmap_threshold() -> bool:
-    """Pin glibc's mmap threshold (Linux; a no-op elsewhere or when the environment sets one); True when set."""
-    import sys
-
-    if not sys.platform.startswith("linux") or "MALLOC_MMAP_THRESHOLD_" in os.environ:
-        return False
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc (e.g. musl)
-        return False
-    m_mmap_threshold = -3
-    return bool(libc.mallopt(m_mmap_threshold, MMAP_THRESHOLD_BYTES))
-
-
 def setup() -> None:
     import torch
 
     quiet_libraries()
-    fix_mmap_threshold()
     # Under a multi-process launch the processes of one machine share its cores.
     share = (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     torch.set_num_threads(max(1, int(os.environ.get("MLLMTUNE_THREADS", share))))
