@@ -14,6 +14,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from mllmtune.runtime import world_size
+
 PACKAGES = ("mllmtune", "torch", "transformers", "peft", "trl", "datasets", "accelerate", "bitsandbytes")
 _PKG_DIR = Path(__file__).resolve().parent
 
@@ -78,7 +80,7 @@ def provenance() -> dict[str, Any]:
         "hostname": hostname,
         "device": device_name(),
         "cpu_count": os.cpu_count(),
-        "world_size": int(os.environ.get("WORLD_SIZE", "1")),  # processes of a torchrun / accelerate launch
+        "world_size": world_size(),  # processes of a torchrun / accelerate launch
         "argv": list(sys.argv),
     }
 

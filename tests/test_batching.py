@@ -42,7 +42,12 @@ def test_sft_trains_with_length_buckets(micro_world, tmp_path, monkeypatch):
 
     drawn = []
     original = sft.BucketSampler.__iter__
-    monkeypatch.setattr(sft.BucketSampler, "__iter__", lambda self: iter(drawn.extend(original(self)) or drawn))
+
+    def recorded(self):
+        drawn.extend(original(self))
+        return iter(drawn)
+
+    monkeypatch.setattr(sft.BucketSampler, "__iter__", recorded)
     bundle = load_bundle("world")
     rows = pretrain_examples()[:24]
     stage = SFTStage(max_steps=3, batch_size=8, batching="length_buckets", logging_steps=1)

@@ -395,6 +395,9 @@ def test_prefix_tuning_generation_follows_its_forward(micro_world):
             seq = {**one, "input_ids": ids, "attention_mask": torch.ones_like(ids)}
             picked = model(**seq).logits[0, -len(steps) :].argmax(-1).tolist()
             assert picked == steps, f"row {i}"
+            # alone, unpadded (generation then passes no attention mask): the same tokens
+            alone = model.generate(**one, max_new_tokens=len(steps), do_sample=False, pad_token_id=tok.pad_token_id)
+            assert alone[0, one["input_ids"].shape[1] :].tolist() == steps, f"row {i} alone"
     assert new[:, 0].tolist() != base_first.tolist(), (
         "the prefix must change the answer for this test to mean anything"
     )

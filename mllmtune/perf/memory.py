@@ -17,6 +17,7 @@ optimizer state, activations), without the interpreter and libraries every strat
 from __future__ import annotations
 
 import json
+import math
 import os
 import resource
 import subprocess
@@ -50,7 +51,7 @@ def peak_mb() -> float:
     1.4 GB harness started with a 1.4 GB "peak" (found when every strategy's load peak read the same 1394 MB).
     """
     peak = _status_mb("VmHWM")
-    return peak if peak == peak else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # NaN: no /proc
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 if math.isnan(peak) else peak  # no /proc
 
 
 def reset_peak() -> bool:

@@ -96,17 +96,22 @@ def _drop_in(model):
     return model
 
 
-def _load_prompt_tuning(base_model, directory, options=None):
-    from peft import PeftModel
+def _peft_loader(fix):
+    """A registry `load` for a peft method whose model needs `fix` after `PeftModel.from_pretrained`."""
 
-    return _drop_in(PeftModel.from_pretrained(base_model, str(directory)))
+    def load(base_model, directory, options=None):
+        from peft import PeftModel
+
+        return fix(PeftModel.from_pretrained(base_model, str(directory)))
+
+    return load
 
 
 @register(
     "additive",
     "Trainable virtual tokens prepended to the language model's input embeddings (peft prompt tuning).",
     PromptTuningOptions,
-    load=_load_prompt_tuning,
+    load=_peft_loader(_drop_in),
 )
 def prompt_tuning(bundle, options: PromptTuningOptions):
     from peft import PromptTuningConfig, PromptTuningInit
@@ -122,12 +127,9 @@ def _prefix_in_cache(model):
     transformers 5 renamed the models' `past_key_values` argument to `cache`, and when both reach a forward the new
     name wins. peft (0.21) still hands the learned prefix over as `past_key_values` beside the empty `cache` that
     `generate` made, so generation silently ran the frozen base. This writes the prefix into that live cache on the
-    first step and, as `forward` does, extends the attention mask over it and counts positions after it (training
-    right-pads, so its positions are the prefix length plus the token index).
+    first step; peft already extends the attention mask over the prefix and offsets the positions past it.
     """
-    import torch
-
-    prepare, virtual = model.prepare_inputs_for_generation, model.active_peft_config.num_virtual_tokens
+    prepare = model.prepare_inputs_for_generation
 
     def prepare_with_prefix(*args, **kwargs):
         inputs = prepare(*args, **kwargs)
@@ -139,29 +141,17 @@ def _prefix_in_cache(model):
         if cache.get_seq_length() == 0:
             for i, layer in enumerate(prefix.layers):
                 cache.update(layer.keys, layer.values, i)
-        x = inputs.get("inputs_embeds") if inputs.get("inputs_embeds") is not None else inputs.get("input_ids")
-        mask = inputs.get("attention_mask")
-        if isinstance(mask, torch.Tensor) and mask.dim() == 2:  # peft has already put ones over the prefix
-            inputs["position_ids"] = (mask.long().cumsum(-1) - 1).clamp(min=0)[:, -x.shape[1] :]
-        elif inputs.get("position_ids") is not None:
-            inputs["position_ids"] = inputs["position_ids"] + virtual
         return inputs
 
     model.prepare_inputs_for_generation = prepare_with_prefix
     return model
 
 
-def _load_prefix_tuning(base_model, directory, options=None):
-    from peft import PeftModel
-
-    return _prefix_in_cache(PeftModel.from_pretrained(base_model, str(directory)))
-
-
 @register(
     "additive",
     "Trainable key/value prefixes in every language-model attention layer (peft prefix tuning).",
     PrefixTuningOptions,
-    load=_load_prefix_tuning,
+    load=_peft_loader(_prefix_in_cache),
 )
 def prefix_tuning(bundle, options: PrefixTuningOptions):
     from peft import PrefixTuningConfig
