@@ -131,7 +131,7 @@ def eval_(
     from mllmtune.models import load_bundle, load_model
     from mllmtune.run import evaluate_model, make_progress
 
-    bundle = load_bundle(model) if model is not None or spec is None else load_model(spec.model)
+    bundle = load_model(spec.model) if model is None and spec is not None else load_bundle(model or "world")
     model = model or bundle.model_id
     with make_progress(console) as progress:
         record = evaluate_model(bundle, names, limit, batch_size or 64, results, progress, template=template)

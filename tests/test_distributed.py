@@ -39,7 +39,9 @@ def test_two_processes_train_one_run_and_write_one_record(micro_world, tmp_path,
     recipe = tmp_path / "ddp.yaml"
     recipe.write_text(RECIPE + text + "\n")
     results = tmp_path / "results"
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "mllmtune", "train"]
+    # --standalone: a rendezvous on a free port, so a launch right after another never meets a port still closing
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    command += ["-m", "mllmtune", "train"]
     done = subprocess.run(
         [*command, "--recipe", str(recipe), "--results", str(results)], capture_output=True, text=True, timeout=600
     )

@@ -77,3 +77,22 @@ def test_shipped_recipes_validate_and_open_with_their_command():
         first = path.read_text().splitlines()[0]
         assert first.startswith("# mllmtune ") and str(path.relative_to(root)) in first
         load_recipe(path)
+
+
+def test_mixed_precision_reaches_the_training_arguments(tmp_path):
+    """SFT trains in float32 unless asked; GRPO keeps TRL's bf16 default; a typo names the key."""
+    from trl import GRPOConfig
+
+    from mllmtune.recipe import GRPOStage, SFTStage
+    from mllmtune.stages.loop import training_args
+
+    plain = training_args(SFTStage(), tmp_path, 0, None)
+    assert not plain.bf16 and not plain.fp16
+    assert training_args(SFTStage(mixed_precision="bf16"), tmp_path, 0, None).bf16
+    grpo = GRPOStage(name="grpo")
+    assert grpo.mixed_precision == "bf16"
+    assert training_args(grpo, tmp_path, 0, None, args_class=GRPOConfig).bf16
+    assert not training_args(GRPOStage(name="grpo", mixed_precision="no"), tmp_path, 0, None, GRPOConfig).bf16
+    with pytest.raises(UserError, match="stage.mixed_precision"):
+        load_recipe(write(tmp_path, GOOD.replace("epochs: 1", "epochs: 1, mixed_precision: bf32")))
+

@@ -209,3 +209,16 @@ def test_eval_scores_a_recipes_declared_benchmark_by_name(micro_world, tmp_path)
 
     out = CliRunner().invoke(app, ["eval", "-b", "my-yes-no2", "--results", str(results)])
     assert out.exit_code == 2 and "unknown benchmark 'my-yes-no2'" in out.output and "--recipe" in out.output
+
+
+def test_eval_without_model_or_recipe_scores_the_world(micro_world, tmp_path):
+    """`mllmtune eval -b NAME` alone scores the embedded world's base, as its help says."""
+    from typer.testing import CliRunner
+
+    from mllmtune.cli import app
+
+    results = tmp_path / "results"
+    out = CliRunner().invoke(app, ["eval", "-b", "world-general", "--limit", "3", "--results", str(results)])
+    assert out.exit_code == 0, out.output
+    (record,) = [json.loads(line) for line in (results / "runs.jsonl").read_text().splitlines()]
+    assert record["model"]["id"] == "world" and list(record["scores"]) == ["world-general@1"]
