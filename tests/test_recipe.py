@@ -95,4 +95,3 @@ def test_mixed_precision_reaches_the_training_arguments(tmp_path):
     assert not training_args(GRPOStage(name="grpo", mixed_precision="no"), tmp_path, 0, None, GRPOConfig).bf16
     with pytest.raises(UserError, match="stage.mixed_precision"):
         load_recipe(write(tmp_path, GOOD.replace("epochs: 1", "epochs: 1, mixed_precision: bf32")))
-
