@@ -35,14 +35,19 @@ def _images(batch: list[dict]) -> list | None:
     return [[ex["image"].convert("RGB")] if ex.get("image") is not None else [] for ex in batch]
 
 
-def encode_prompts(processor, batch: list[dict], padding_side: str = "left") -> dict:
-    """Tokenize the prompts of a batch (with their images) ready for `generate`."""
-    texts = [
+def prompt_texts(processor, batch: list[dict]) -> list[str]:
+    """Each example's prompt rendered by the chat template, ending where the assistant's answer starts."""
+    return [
         processor.apply_chat_template(
             messages(ex["prompt"], ex.get("image") is not None), add_generation_prompt=True, tokenize=False
         )
         for ex in batch
     ]
+
+
+def encode_prompts(processor, batch: list[dict], padding_side: str = "left", texts: list[str] | None = None) -> dict:
+    """Tokenize the prompts of a batch (with their images) ready for `generate`; `texts`: already rendered."""
+    texts = texts if texts is not None else prompt_texts(processor, batch)
     processor.tokenizer.padding_side = padding_side
     return processor(text=texts, images=_images(batch), padding=True, return_tensors="pt")
 
@@ -63,21 +68,23 @@ class ChatCollator:
         import torch
 
         proc, tok = self.processor, self.processor.tokenizer
-        enc = encode_prompts(proc, batch, padding_side="right")
+        prompts = prompt_texts(proc, batch)
+        enc = encode_prompts(proc, batch, padding_side="right", texts=prompts)
+        fulls = [
+            proc.apply_chat_template(messages(ex["prompt"], ex.get("image") is not None, ex["answer"]), tokenize=False)
+            for ex in batch
+        ]
+        if any(not full.startswith(prompt) for full, prompt in zip(fulls, prompts, strict=True)):
+            raise ValueError("chat template renders the prompt differently with an answer; cannot mask labels")
+        # One batched call for the answers (the fast tokenizer encodes a list in one pass).
+        suffixes = tok(
+            [full[len(prompt) :] for full, prompt in zip(fulls, prompts, strict=True)], add_special_tokens=False
+        )["input_ids"]
+        lengths = enc["attention_mask"].sum(dim=1).tolist()
         seqs, labels = [], []
-        for i, ex in enumerate(batch):
-            has_image = ex.get("image") is not None
-            prompt_text = proc.apply_chat_template(
-                messages(ex["prompt"], has_image), add_generation_prompt=True, tokenize=False
-            )
-            full_text = proc.apply_chat_template(messages(ex["prompt"], has_image, ex["answer"]), tokenize=False)
-            if not full_text.startswith(prompt_text):
-                raise ValueError("chat template renders the prompt differently with an answer; cannot mask labels")
-            suffix = tok(full_text[len(prompt_text) :], add_special_tokens=False)["input_ids"]
-            n = int(enc["attention_mask"][i].sum())
-            prompt_ids = enc["input_ids"][i, :n].tolist()
+        for ids, n, suffix in zip(enc["input_ids"].tolist(), lengths, suffixes, strict=True):
             suffix = suffix[: max(1, self.max_length - n)]
-            seqs.append(prompt_ids + suffix)
+            seqs.append(ids[:n] + suffix)
             labels.append([-100] * n + suffix)
         width = max(len(s) for s in seqs)
         pad = tok.pad_token_id
@@ -94,8 +101,7 @@ class ChatCollator:
                 and value.shape == (len(batch), seq_width)
             ):
                 grown = torch.zeros((len(batch), width), dtype=value.dtype)
-                for i in range(len(batch)):
-                    n = int(enc["attention_mask"][i].sum())
+                for i, n in enumerate(lengths):
                     grown[i, :n] = value[i, :n]
                 out[key] = grown
         return out
