@@ -102,6 +102,10 @@ class EvalSpec(Strict):
         return self
 
 
+# Autocast precision of a stage's forward and backward; weights and optimizer stay float32.
+Precision = Literal["no", "bf16", "fp16"]
+
+
 class TrainLoop(Strict):
     """What every stage's trainer loop shares (both stages run on `transformers.Trainer` arguments)."""
 
@@ -116,7 +120,7 @@ class TrainLoop(Strict):
     max_grad_norm: float = 1.0
     logging_steps: int = Field(10, ge=1)
     gradient_checkpointing: bool = False
-    mixed_precision: Literal["no", "bf16", "fp16"] = Field(
+    mixed_precision: Precision = Field(
         "no",
         description="autocast forward and backward in this precision, weights and optimizer stay float32; bf16 "
         "needs a GPU or a CPU with bf16 instructions (elsewhere it is emulated and slower)",
@@ -162,7 +166,7 @@ class GRPOStage(TrainLoop):
     name: Literal["grpo"]
     template: Literal["emo-r3", "think", "plain"] = Field("emo-r3", description="answer format asked and rewarded")
     learning_rate: float = Field(2e-6, gt=0)
-    mixed_precision: Literal["no", "bf16", "fp16"] = Field("bf16", description="TRL's default for GRPO")
+    mixed_precision: Precision = Field("bf16", description="TRL's default for GRPO")
     num_generations: int = Field(4, ge=2, description="group size G")
     temperature: float = Field(1.0, gt=0, description="rollout sampling temperature")
     top_p: float = Field(1.0, gt=0, le=1)
