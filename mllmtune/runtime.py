@@ -59,3 +59,16 @@ def agree(value):
     box = [value]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def bf16_is_fast() -> bool:
+    """True where bf16 autocast speeds training up: a CUDA GPU with bf16, or a CPU with AVX512-BF16 or AMX tiles.
+
+    Elsewhere bf16 is emulated and slower than float32, so callers that only want speed fall back to float32.
+    """
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private but stable since torch 2.1
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)

@@ -1,7 +1,7 @@
 """Build and cache the embedded world: EmoScenes, the general-knowledge set, and the pretrained tiny base.
 
 The build lands in `$MLLMTUNE_HOME/world/v<VERSION>-<size>/` (default home `~/.cache/mllmtune`) and is rebuilt
-only when `WORLD_VERSION` changes. Sizes: `default` (the real world, a few minutes on 2 cores) and `micro`
+only when `WORLD_VERSION` changes. Sizes: `default` (the real world, about 17 minutes on 2 cores) and `micro`
 (seconds, for tests); `MLLMTUNE_WORLD_SIZE` picks the one `model.id: world` refers to.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from mllmtune.world.model import SIZES, ModelSize
 
-WORLD_VERSION = "3"
+WORLD_VERSION = "4"
 DOMAINS = ("photo", "art", "web")
 
 
@@ -33,6 +33,7 @@ class WorldSize:
     vision_epochs: float
     pretrain_lr: float = 1e-3
     pretrain_batch: int = 32
+    vision_lr: float = 2e-3
 
 
 WORLD_SIZES = {
@@ -168,6 +169,7 @@ def build_world(size: str | None = None, seed: int = 0, log=print, progress=None
     import torch
 
     from mllmtune.recipe import SFTStage
+    from mllmtune.runtime import bf16_is_fast
     from mllmtune.stages.sft import run_sft
     from mllmtune.world.model import build_model, build_processor, train_tokenizer
     from mllmtune.world.vision import pretrain_vision
@@ -192,7 +194,13 @@ def build_world(size: str | None = None, seed: int = 0, log=print, progress=None
         t1 = time.time()
         tower = model.model.vision_tower
         vision_acc = pretrain_vision(
-            tower, processor.image_processor, spec.vision_images, spec.vision_epochs, seed, progress=progress
+            tower,
+            processor.image_processor,
+            spec.vision_images,
+            spec.vision_epochs,
+            seed,
+            lr=spec.vision_lr,
+            progress=progress,
         )
         t_vision = time.time() - t1
         log(f"  vision tower pretrained in {t_vision:.0f}s; held-out head accuracy: {vision_acc}")
@@ -206,6 +214,11 @@ def build_world(size: str | None = None, seed: int = 0, log=print, progress=None
             warmup_ratio=0.03,
             weight_decay=0.01,
             logging_steps=25,
+            # Buckets of similar length cut the padding (random batches pad nearly every batch to the long
+            # structured answers: 1327 s against 586 s for this stage); they also kept the structured format,
+            # which a random-batch trial lost (zero-shot structured photo 0.0% against 34.8%).
+            batching="length_buckets",
+            mixed_precision="bf16" if bf16_is_fast() else "no",
         )
         t1 = time.time()
         summary = run_sft(
@@ -227,6 +240,7 @@ def build_world(size: str | None = None, seed: int = 0, log=print, progress=None
         "vision_s": round(t_vision, 1),
         "vision_accuracy": vision_acc,
         "pretrain_s": round(t_train, 1),
+        "mixed_precision": stage.mixed_precision,
         "build_s": round(time.time() - t0, 1),
         "pretrain": summary,
         "params": sum(p.numel() for p in model.parameters()),

@@ -149,16 +149,20 @@ def sample_shapes(rng: np.random.Generator) -> list[dict[str, Any]]:
     return sorted(items, key=lambda it: it["quad"])  # reading order: top-left, top-right, bottom-left, bottom-right
 
 
-def render_shapes(items: list[dict[str, Any]], rng: np.random.Generator) -> Image.Image:
-    """Plain mid-grey background (no object colour is grey) with each shape inside its quadrant."""
+def render_shapes(items: list[dict[str, Any]], rng: np.random.Generator, layout: list | None = None) -> Image.Image:
+    """Plain mid-grey background (no object colour is grey) with each shape inside its quadrant.
+
+    Given a list, `layout` receives `(item index, cx, cy, r)` per shape in output pixels (see `render.render`)."""
     bg = tuple(int(v) for v in rng.integers(110, 150) + rng.integers(-8, 9, 3))
     img = Image.new("RGB", (96, 96), bg)
     d = ImageDraw.Draw(img)
-    for it in items:
+    for i, it in enumerate(items):
         r = float(rng.uniform(13, 19))
         qx, qy = 48 * (it["quad"] % 2), 48 * (it["quad"] // 2)
         cx, cy = qx + rng.uniform(r + 2, 48 - r - 2), qy + rng.uniform(r + 2, 48 - r - 2)
         _draw_shape(d, it["shape"], cx, cy, r, COLORS[it["color"]])
+        if layout is not None:
+            layout.append((i, cx / 2, cy / 2, r / 2))
     return img.resize((48, 48), Image.Resampling.LANCZOS)
 
 

@@ -22,6 +22,7 @@ from mllmtune.world.scenes import Scene
 SIZE = 48
 CANVAS = 96
 Color = tuple[int, int, int]
+Layout = list[tuple[str, float, float, float]]
 
 # Photo palettes per light: (sky top, sky at horizon, ground).
 PALETTES: dict[str, tuple[Color, Color, Color]] = {
@@ -369,7 +370,14 @@ def _finish(img: Image.Image) -> Image.Image:
     return img.resize((SIZE, SIZE), Image.Resampling.LANCZOS)
 
 
-def render_photo(scene: Scene, rng: np.random.Generator) -> Image.Image:
+def _record(layout: Layout | None, slots: list[tuple[str, float, float, float]]) -> None:
+    """Append the drawn slots to `layout` in output-pixel coordinates (the canvas is drawn at twice the size)."""
+    if layout is not None:
+        scale = SIZE / CANVAS
+        layout.extend((kind, cx * scale, cy * scale, r * scale) for kind, cx, cy, r in slots)
+
+
+def render_photo(scene: Scene, rng: np.random.Generator, layout: Layout | None = None) -> Image.Image:
     """Photo style: sky/ground gradient from the light palette, round face, filled icons with a thin edge."""
     top, mid, ground = (_jitter(c, rng) for c in PALETTES[scene.light])
     bg = _gradient(top, mid, ground, int(rng.integers(56, 78)))
@@ -377,7 +385,9 @@ def render_photo(scene: Scene, rng: np.random.Generator) -> Image.Image:
     d = ImageDraw.Draw(img)
     dark = scene.light in DARK_LIGHTS
     st = Style(edge=(225, 225, 225) if dark else (30, 25, 25), edge_w=2, recolor=_identity)
-    for kind, cx, cy, r in _layout(scene, rng):
+    slots = _layout(scene, rng)
+    _record(layout, slots)
+    for kind, cx, cy, r in slots:
         if kind == "face":
             d.ellipse(_circle(cx, cy, r), fill=_jitter(SKIN, rng, 8), outline=st.edge if dark else INK, width=3)
             _face_features(d, cx, cy, r, scene.face, INK)
@@ -396,7 +406,7 @@ def _stripes(a: Color, b: Color, rng: np.random.Generator) -> np.ndarray:
     return np.where(mask, np.array(a), np.array(b))
 
 
-def render_art(scene: Scene, rng: np.random.Generator) -> Image.Image:
+def render_art(scene: Scene, rng: np.random.Generator, layout: Layout | None = None) -> Image.Image:
     """Art style: striped poster background in hue-shifted colours, square/diamond face, flat icons with one thick
     silhouette outline (white on dark posters) instead of photo's per-part edges."""
     top, mid, _ = (_poster(_jitter(c, rng)) for c in PALETTES[scene.light])
@@ -407,7 +417,9 @@ def render_art(scene: Scene, rng: np.random.Generator) -> Image.Image:
     layer = Image.new("RGBA", img.size, (0, 0, 0, 0))
     ld = ImageDraw.Draw(layer)
     st = Style(edge=None, edge_w=0, recolor=_poster)
-    for kind, cx, cy, r in _layout(scene, rng):
+    slots = _layout(scene, rng)
+    _record(layout, slots)
+    for kind, cx, cy, r in slots:
         if kind == "face":
             skin = _poster(_jitter((255, 225, 120), rng, 10))
             if rng.random() < 0.5:
@@ -424,12 +436,15 @@ def render_art(scene: Scene, rng: np.random.Generator) -> Image.Image:
     return _finish(img)
 
 
-def degrade(img: Image.Image, rng: np.random.Generator) -> Image.Image:
+def degrade(img: Image.Image, rng: np.random.Generator, layout: Layout | None = None) -> Image.Image:
     """Web-style damage: random crop-and-rescale, an occluding box, blur, sensor noise, low-quality JPEG."""
     s = SIZE
     crop = int(rng.integers(int(0.8 * s), s + 1))
     x0, y0 = (int(v) for v in rng.integers(0, s - crop + 1, size=2))
     img = img.crop((x0, y0, x0 + crop, y0 + crop)).resize((s, s), Image.Resampling.BILINEAR)
+    if layout:  # follow the crop: slots move and grow with the rescale
+        k = s / crop
+        layout[:] = [(kind, (cx - x0) * k, (cy - y0) * k, r * k) for kind, cx, cy, r in layout]
     if rng.random() < 0.7:
         w, h = (int(v) for v in rng.integers(5, 13, size=2))
         ox, oy = (int(v) for v in rng.integers(0, s - 4, size=2))
@@ -444,18 +459,22 @@ def degrade(img: Image.Image, rng: np.random.Generator) -> Image.Image:
     return Image.open(buf).convert("RGB")
 
 
-def render_web(scene: Scene, rng: np.random.Generator) -> Image.Image:
+def render_web(scene: Scene, rng: np.random.Generator, layout: Layout | None = None) -> Image.Image:
     """Web style: a photo rendering passed through degrade()."""
-    return degrade(render_photo(scene, rng), rng)
+    return degrade(render_photo(scene, rng, layout), rng, layout)
 
 
-RENDERERS: dict[str, Callable[[Scene, np.random.Generator], Image.Image]] = {
+RENDERERS: dict[str, Callable[..., Image.Image]] = {
     "photo": render_photo,
     "art": render_art,
     "web": render_web,
 }
 
 
-def render(scene: Scene, rng: np.random.Generator) -> Image.Image:
-    """Render a scene as a 48x48 RGB image in its domain's style (deterministic for the rng state)."""
-    return RENDERERS[scene.domain](scene, rng)
+def render(scene: Scene, rng: np.random.Generator, layout: Layout | None = None) -> Image.Image:
+    """Render a scene as a 48x48 RGB image in its domain's style (deterministic for the rng state).
+
+    Given a list, `layout` receives one `(kind, cx, cy, r)` per drawn face or object in output pixels: the
+    vision tower's dense heads learn what lies under each patch from it. Passing it never changes the pixels.
+    """
+    return RENDERERS[scene.domain](scene, rng, layout)
