@@ -29,7 +29,7 @@ HEADS = {
 # Patch-level heads: every patch names what lies under it, read from the renderers' layout. Dense targets keep each
 # cue in the tokens that show it (face details in the face's patches, a shape's kind and colour in its own), where
 # pooled heads let the tower spread or drop them; with lr 2e-3 they lifted the held-out mouth / brows / eyes heads
-# from 0.728 / 0.743 / 0.824 (pooled heads only, same images and steps) to 0.792 / 0.866 / 0.907.
+# from 0.728 / 0.743 / 0.824 (pooled heads only, same image mix and steps) to 0.792 / 0.866 / 0.907.
 WHAT = ("background", "face", *S.OBJECTS)
 PATCH_HEADS = {
     "what": len(WHAT),
