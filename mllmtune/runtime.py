@@ -70,5 +70,5 @@ def bf16_is_fast() -> bool:
 
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private but stable since torch 2.1
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private probes; a missing one counts as no
     return any(getattr(torch.cpu, name, lambda: False)() for name in probes)

@@ -370,7 +370,7 @@ def _finish(img: Image.Image) -> Image.Image:
     return img.resize((SIZE, SIZE), Image.Resampling.LANCZOS)
 
 
-def _record(layout: Layout | None, slots: list[tuple[str, float, float, float]]) -> None:
+def _record(layout: Layout | None, slots: Layout) -> None:
     """Append the drawn slots to `layout` in output-pixel coordinates (the canvas is drawn at twice the size)."""
     if layout is not None:
         scale = SIZE / CANVAS

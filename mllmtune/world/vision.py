@@ -29,22 +29,27 @@ HEADS = {
 # Patch-level heads: every patch names what lies under it, read from the renderers' layout. Dense targets keep each
 # cue in the tokens that show it (face details in the face's patches, a shape's kind and colour in its own), where
 # pooled heads let the tower spread or drop them; with lr 2e-3 they lifted the held-out mouth / brows / eyes heads
-# from 0.728 / 0.743 / 0.824 (pooled heads only, same image mix and steps) to 0.792 / 0.866 / 0.907.
+# from 0.728 / 0.743 / 0.824 (pooled heads only, same image mix and steps) to 0.792 / 0.866 / 0.907 (each on its
+# own run's held-out images, which differ in mix).
 WHAT = ("background", "face", *S.OBJECTS)
-PATCH_HEADS = {
-    "what": len(WHAT),
-    "mouth_at": len(S.MOUTHS),
-    "brows_at": len(S.BROWS),
-    "eyes_at": len(S.EYES),
-    "shape_at": len(G.SHAPES) + 1,  # + background
-    "color_at": len(G.COLORS) + 1,
-    "row": 0,  # sized from the tower's grid: the patch's own row and column, so positions survive to the output
-    "col": 0,
-}
+
+
+def patch_heads(grid: int) -> dict[str, int]:
+    """Patch-level heads: (name, classes), for a tower of `grid` x `grid` patches."""
+    return {
+        "what": len(WHAT),
+        "mouth_at": len(S.MOUTHS),
+        "brows_at": len(S.BROWS),
+        "eyes_at": len(S.EYES),
+        "shape_at": len(G.SHAPES) + 1,  # + background
+        "color_at": len(G.COLORS) + 1,
+        "row": grid,  # the patch's own row and column, so positions survive to the tower's output
+        "col": grid,
+    }
 
 
 def _empty(grid: int) -> dict:
-    t = {k: -100 for k in HEADS} | {k: np.full(grid * grid, -100, dtype=np.int64) for k in PATCH_HEADS}
+    t = {k: -100 for k in HEADS} | {k: np.full(grid * grid, -100, dtype=np.int64) for k in patch_heads(grid)}
     t["row"], t["col"] = np.repeat(np.arange(grid), grid), np.tile(np.arange(grid), grid)
     return t | {"objects": np.full(len(S.OBJECTS), -1.0, dtype=np.float32)}
 
@@ -53,7 +58,7 @@ def _cover(layout: list, grid: int, size: int) -> np.ndarray:
     """Per patch, the index of the layout slot drawn at the patch centre (-1 for none; the first slot wins).
 
     A slot reaches 0.8 of its radius (stars, triangles and crosses leave the rim of their disc empty) but never less
-    than half a patch diagonal, so every slot covers at least one patch centre."""
+    than half a patch diagonal, so every slot inside the image covers at least one patch centre."""
     step = size / grid
     centres = (np.arange(grid) + 0.5) * step
     ys, xs = np.meshgrid(centres, centres, indexing="ij")
@@ -80,7 +85,7 @@ def vision_examples(n: int, seed: int, grid: int = 6, size: int = 48) -> list[tu
             img = render(scene, rng, layout)
             t["face"] = int(scene.face is not None)
             cover = _cover(layout, grid, size)
-            t["what"] = np.where(cover < 0, 0, np.array([WHAT.index(k) for k, *_ in layout] + [0])[cover])
+            t["what"] = np.array([WHAT.index(k) for k, *_ in layout] + [0])[cover]  # -1 indexes the background
             if scene.face is not None:
                 on_face = (cover == 0) & (layout[0][0] == "face")
                 for part, values in S.FACE_PARTS.items():
@@ -117,7 +122,8 @@ def pretrain_vision(
     grid = tower.config.image_size // tower.config.patch_size
     data = vision_examples(n, seed, grid, tower.config.image_size)
     held = vision_examples(600, seed + 1, grid, tower.config.image_size)
-    sizes = HEADS | PATCH_HEADS | {"row": grid, "col": grid}
+    dense = patch_heads(grid)
+    sizes = HEADS | dense
     heads = nn.ModuleDict({k: nn.Linear(hidden, c) for k, c in sizes.items()})
     heads["objects"] = nn.Linear(hidden, len(S.OBJECTS))
     # One learned query per global head: attention pooling finds small cues (a mouth, an icon) that a mean over
@@ -131,7 +137,7 @@ def pretrain_vision(
 
     def tensors(batch):
         pixels = image_processor([img for img, _ in batch], return_tensors="pt")["pixel_values"]
-        ys = {k: torch.tensor(np.array([t[k] for _, t in batch])) for k in (*HEADS, *PATCH_HEADS)}
+        ys = {k: torch.tensor(np.array([t[k] for _, t in batch])) for k in (*HEADS, *dense)}
         ys["objects"] = torch.tensor(np.stack([t["objects"] for _, t in batch]))
         return pixels, ys
 
@@ -139,14 +145,14 @@ def pretrain_vision(
         patches = tower(pixel_values=pixels).last_hidden_state[:, 1:]  # the tokens LLaVA feeds to the projector
         weights = torch.softmax(torch.einsum("bph,qh->bqp", patches, queries), dim=-1)
         pooled = torch.einsum("bqp,bph->bqh", weights, patches)
-        out = {k: heads[k](patches) for k in PATCH_HEADS}  # [batch, patches, classes]
+        out = {k: heads[k](patches) for k in dense}  # [batch, patches, classes]
         out.update({k: heads[k](pooled[:, i]) for i, k in enumerate(global_heads)})
         return out
 
     def loss_fn(out, ys):
         loss = sum(
             nn.functional.cross_entropy(out[k].flatten(0, -2), ys[k].flatten(), ignore_index=-100)
-            for k in (*HEADS, *PATCH_HEADS)
+            for k in (*HEADS, *dense)
             if (ys[k] != -100).any()
         )
         rows = ys["objects"][:, 0] >= 0
@@ -186,7 +192,7 @@ def pretrain_vision(
         pixels, ys = tensors(held)
         out = logits(pixels)
     acc = {}
-    for k in (*HEADS, *PATCH_HEADS):  # per image for image-level heads, per covered patch for patch heads
+    for k in (*HEADS, *dense):  # per image for image-level heads, per covered patch for patch heads
         m = ys[k] != -100
         acc[k] = round(float((out[k][m].argmax(-1) == ys[k][m]).float().mean()), 3)
     m = ys["objects"] >= 0
