@@ -64,3 +64,17 @@ def test_a_memory_child_does_not_inherit_its_parents_peak():
     child = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
     assert child < 300, f"child peak {child:.0f} MB: the parent's 400 MB leaked into it"
     del held
+
+
+def test_an_overhead_child_rebuilds_the_rows_its_parent_measured_on(tmp_path, monkeypatch):
+    """Each SFT side runs in its own interpreter; it must train on the parent's examples, in the same order."""
+    from mllmtune.perf import common
+
+    monkeypatch.setenv("MLLMTUNE_HOME", str(tmp_path / "home"))  # no built world: rows are rendered
+    monkeypatch.setattr(common, "random_model", lambda folder, size, rows: folder)
+    parent = common.prepare(tmp_path, "micro", 6, 3)
+    child = common.rows_for(parent.size_name, "train", len(parent.train_rows))
+    assert [(r["prompt"], r["answer"], r["description"]) for r in child] == [
+        (r["prompt"], r["answer"], r["description"]) for r in parent.train_rows
+    ]
+    assert parent.size_name == "micro" and "not built" in parent.source

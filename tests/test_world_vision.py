@@ -78,3 +78,20 @@ def test_patch_targets_name_what_lies_under_each_patch() -> None:
             assert 0 <= t["digit"] < 10 and (t["what"] == -100).all() and (t["shape_at"] == -100).all()
             seen["digit"] += 1
     assert min(seen.values()) >= 10, seen
+
+
+def test_patch_heads_are_scored_on_drawn_patches_only():
+    """A head that answers "background" everywhere must score 0, not the share of background patches."""
+    import torch
+
+    from mllmtune.world.vision import BACKGROUND, head_accuracy
+
+    bg = BACKGROUND["shape_at"]
+    ys = {"shape_at": torch.tensor([[bg] * 7 + [-100, 1, 1]]), "face": torch.tensor([1])}
+    always_background = torch.zeros(1, 10, bg + 1)
+    always_background[..., bg] = 1.0
+    out = {"shape_at": always_background, "face": torch.tensor([[0.0, 1.0]])}
+    assert head_accuracy(out, ys) == {"shape_at": 0.0, "face": 1.0}
+    knows_the_shape = always_background.clone()
+    knows_the_shape[0, 8:, 1] = 2.0
+    assert head_accuracy({**out, "shape_at": knows_the_shape}, ys)["shape_at"] == 1.0

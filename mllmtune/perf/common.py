@@ -28,6 +28,7 @@ class Setup:
     source: str  # what the model is, for the table's notes
     train_rows: list[dict]
     test_rows: list[dict]
+    size_name: str = "default"  # the world size the rows come from (`rows_for` rebuilds them in a child process)
 
 
 def as_examples(rows: list[dict]) -> list[dict]:
@@ -59,18 +60,50 @@ def random_model(folder: Path, size: ModelSize, rows: list[dict], seed: int = 0)
     return folder
 
 
+def world_built(size_name: str) -> bool:
+    from mllmtune.world.build import world_root
+
+    return (world_root(size_name) / "build.json").is_file()
+
+
+def rows_for(size_name: str, split: str, n: int) -> list[dict]:
+    """The first `n` photo rows of a split: from the built world of `size_name`, else rendered on the fly."""
+    from mllmtune.world.build import load_world_split
+
+    if world_built(size_name):
+        return as_examples(load_world_split("emoscenes-photo", split, n, size=size_name))
+    return rendered_rows(split, n, seed=0 if split == "train" else 1)
+
+
 def prepare(work: Path, size_name: str, n_train: int, n_test: int) -> Setup:
     """The model and rows of the overhead and growth figures: the built world of `size_name`, else a random twin."""
-    from mllmtune.world.build import load_world_split, world_root
+    from mllmtune.world.build import world_root
 
-    root = world_root(size_name)
-    if (root / "build.json").is_file():
-        train = as_examples(load_world_split("emoscenes-photo", "train", n_train, size=size_name))
-        test = as_examples(load_world_split("emoscenes-photo", "test", n_test, size=size_name))
-        return Setup(root / "model", f"world {size_name} (pretrained)", train, test)
-    train, test = rendered_rows("train", n_train), rendered_rows("test", n_test, seed=1)
+    train, test = rows_for(size_name, "train", n_train), rows_for(size_name, "test", n_test)
+    if world_built(size_name):
+        return Setup(world_root(size_name) / "model", f"world {size_name} (pretrained)", train, test, size_name)
     folder = random_model(work / f"random-{size_name}", SIZES[size_name], train)
-    return Setup(folder, f"random {size_name}-size world-architecture model (world not built)", train, test)
+    source = f"random {size_name}-size world-architecture model (world not built)"
+    return Setup(folder, source, train, test, size_name)
+
+
+def run_child(module: str, args: list[str], timeout: float = 900, env: dict | None = None) -> dict:
+    """`python -m module *args` in a fresh interpreter; its last stdout line that is a JSON object.
+
+    Measurements run in their own process so that none inherits another's allocator state, peak memory or warm
+    caches. Raises with the child's last lines when it fails."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", module, *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=dict(os.environ, **(env or {})))
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = "\n".join((proc.stderr or proc.stdout).splitlines()[-5:])
+        raise RuntimeError(f"{module} {' '.join(args)} failed (exit {proc.returncode}): {tail}")
+    return json.loads(lines[-1])
 
 
 def param_count(model_dir: Path) -> int:

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import resource
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -99,15 +97,11 @@ def measure(model_dir: str, strategy: str, steps: int, batch_size: int) -> dict:
 
 
 def run_child(model_dir: Path, strategy: str, steps: int, batch_size: int, timeout: float = 900) -> dict:
-    """One measurement in a fresh interpreter; raises with the child's last lines when it fails."""
-    cmd = [sys.executable, "-m", "mllmtune.perf.memory", str(model_dir), strategy, str(steps), str(batch_size)]
-    env = dict(os.environ, TQDM_DISABLE="1")
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        tail = "\n".join((proc.stderr or proc.stdout).splitlines()[-5:])
-        raise RuntimeError(f"memory child for {strategy} failed (exit {proc.returncode}): {tail}")
-    return json.loads(lines[-1])
+    """One measurement in a fresh interpreter (a process's peak RSS cannot be lowered once reached)."""
+    from mllmtune.perf.common import run_child as child
+
+    args = [str(model_dir), strategy, str(steps), str(batch_size)]
+    return child("mllmtune.perf.memory", args, timeout, env={"TQDM_DISABLE": "1"})
 
 
 def memory_figures(model_dir: Path, repeats: int, steps: int, batch_size: int, log=print) -> dict[str, list[dict]]:
