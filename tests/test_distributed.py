@@ -41,11 +41,13 @@ def test_two_processes_train_one_run_and_write_one_record(micro_world, tmp_path,
     results = tmp_path / "results"
     # --standalone: a rendezvous on a free port, so a launch right after another never meets a port still closing
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    command += ["-m", "mllmtune", "train"]
+    # each rank's stderr also lands in its own file, so a failure shows the rank that failed first, not the launcher
+    command += ["--log-dir", str(tmp_path / "ranks"), "--tee", "3", "-m", "mllmtune", "train"]
     done = subprocess.run(
         [*command, "--recipe", str(recipe), "--results", str(results)], capture_output=True, text=True, timeout=600
     )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    ranks = "".join(f"\n--- {p}\n{p.read_text()[-3000:]}" for p in sorted((tmp_path / "ranks").rglob("stderr.log")))
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:] + ranks
     records = [json.loads(line) for line in (results / "runs.jsonl").read_text().splitlines()]
     assert sorted(r["stage"] for r in records) == sorted([stage, "zero-shot"])
     assert all(r["status"] == "success" and r["provenance"]["world_size"] == 2 for r in records)
