@@ -102,8 +102,9 @@ def plain_sft(setup: Setup, strategy: str, sizes: SFTSizes, seed: int) -> list[f
 def sft_child(setup: Setup, strategy: str, side: str, sizes: SFTSizes, seed: int) -> list[float]:
     """Steady step times of one side, measured in a fresh interpreter (`python -m mllmtune.perf.overhead`).
 
-    In one process, each run inherited the allocator state the runs before it left: the `full` ratio read 1.120
-    (1.102-1.127) in one such run of the harness and 0.955 in the next, the same code on the same model."""
+    In one process, each run starts from the allocator state and caches the runs before it left; run that way, the
+    same code on the same model read a `full` ratio of 0.955 in one run of the harness and 1.120 (1.102-1.127) in
+    the next."""
     from mllmtune.perf.common import run_child
 
     args = {"model": str(setup.model_dir), "size": setup.size_name, "rows": len(setup.train_rows)}

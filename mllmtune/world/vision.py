@@ -194,8 +194,8 @@ def pretrain_vision(
     return head_accuracy(out, ys)
 
 
-# Each patch head's background class: scored apart, background patches (most of every image) would let a head that
-# knew only "background" read ~0.85.
+# Each patch head's background class, left out of its score: background patches are most of every image, so a head
+# that knew only "background" would score high (v4's shape head read 0.935 with them, 0.538 without).
 BACKGROUND = {"what": WHAT.index("background"), "shape_at": len(G.SHAPES), "color_at": len(G.COLORS)}
 
 
