@@ -32,6 +32,10 @@ HEADS = {
 # from 0.728 / 0.743 / 0.824 (pooled heads only, same image mix and steps) to 0.792 / 0.866 / 0.907 (each on its
 # own run's held-out images, which differ in mix).
 WHAT = ("background", "face", *S.OBJECTS)
+# Each patch head's background class: the target of an uncovered patch, and left out of the head's score, since
+# background patches are most of every image and a head that knew only "background" would score high (v4's shape
+# head read 0.935 with them, 0.538 without).
+BACKGROUND = {"what": WHAT.index("background"), "shape_at": len(G.SHAPES), "color_at": len(G.COLORS)}
 
 
 def patch_heads(grid: int) -> dict[str, int]:
@@ -85,7 +89,7 @@ def vision_examples(n: int, seed: int, grid: int = 6, size: int = 48) -> list[tu
             img = render(scene, rng, layout)
             t["face"] = int(scene.face is not None)
             cover = _cover(layout, grid, size)
-            t["what"] = np.array([WHAT.index(k) for k, *_ in layout] + [0])[cover]  # -1 indexes the background
+            t["what"] = np.array([WHAT.index(k) for k, *_ in layout] + [BACKGROUND["what"]])[cover]  # -1: background
             if scene.face is not None:
                 on_face = (cover == 0) & (layout[0][0] == "face")
                 for part, values in S.FACE_PARTS.items():
@@ -99,8 +103,8 @@ def vision_examples(n: int, seed: int, grid: int = 6, size: int = 48) -> list[tu
             t["count"] = len(items) - 1
             colors = list(G.COLORS)
             cover = _cover(layout, grid, size)
-            shapes = np.array([G.SHAPES.index(it["shape"]) for it in items] + [len(G.SHAPES)])
-            hues = np.array([colors.index(it["color"]) for it in items] + [len(colors)])
+            shapes = np.array([G.SHAPES.index(it["shape"]) for it in items] + [BACKGROUND["shape_at"]])
+            hues = np.array([colors.index(it["color"]) for it in items] + [BACKGROUND["color_at"]])
             t["shape_at"], t["color_at"] = shapes[cover], hues[cover]  # -1 indexes the appended background
         else:
             k = int(rng.choice(train_digits))
@@ -192,11 +196,6 @@ def pretrain_vision(
         pixels, ys = tensors(held)
         out = logits(pixels)
     return head_accuracy(out, ys)
-
-
-# Each patch head's background class, left out of its score: background patches are most of every image, so a head
-# that knew only "background" would score high (v4's shape head read 0.935 with them, 0.538 without).
-BACKGROUND = {"what": WHAT.index("background"), "shape_at": len(G.SHAPES), "color_at": len(G.COLORS)}
 
 
 def head_accuracy(out: dict, ys: dict) -> dict[str, float]:
