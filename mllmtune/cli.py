@@ -80,6 +80,10 @@ def train(
         run_train(spec, results, console, resume=record)
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
+    finally:
+        from mllmtune.runtime import leave_process_group
+
+        leave_process_group()
 
 
 @command(app, "eval")

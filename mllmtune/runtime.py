@@ -61,6 +61,23 @@ def agree(value):
     return box[0]
 
 
+def leave_process_group() -> None:
+    """Destroy this process's process group, if a multi-process launch made one, before the interpreter exits.
+
+    Left to interpreter shutdown, a gloo process group could be torn down with its threads still running: a process
+    that had finished training while the main one was still scoring sometimes died with "terminate called without
+    an active exception" (SIGABRT), and the launcher then stopped the main process too.
+    """
+    import sys
+
+    if "torch.distributed" not in sys.modules:  # nothing was launched; keep torch off this path
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def bf16_is_fast() -> bool:
     """True where bf16 autocast speeds training up: a CUDA GPU with bf16, or a CPU with AVX512-BF16 or AMX tiles.
 

@@ -55,3 +55,16 @@ def test_two_processes_train_one_run_and_write_one_record(micro_world, tmp_path,
     assert run["train"]["steps"] == steps  # SFT: each step takes 4 examples on each of the 2 processes
     assert sorted(p.name for p in (results / "runs").iterdir()) == sorted(r["run_id"] for r in records)
     assert done.stdout.count("ddp-lora: lora") == 1  # one summary, from the main process
+
+
+def test_train_leaves_its_process_group_before_exit(tmp_path):
+    """An undestroyed gloo group, torn down at interpreter exit, sometimes aborted a finished process."""
+    import torch.distributed as dist
+
+    from mllmtune.runtime import leave_process_group
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    assert dist.is_initialized()
+    leave_process_group()
+    assert not dist.is_initialized()
+    leave_process_group()  # and nothing to leave is no error
