@@ -72,8 +72,13 @@ def test_an_overhead_child_rebuilds_the_rows_its_parent_measured_on(tmp_path, mo
 
     monkeypatch.setenv("MLLMTUNE_HOME", str(tmp_path / "home"))  # no built world: rows are rendered
     monkeypatch.setattr(common, "random_model", lambda folder, size, rows: folder)
+    from mllmtune.perf.overhead import SFTSizes, child_args, child_setup
+
     parent = common.prepare(tmp_path, "micro", 6, 3)
-    child = common.rows_for(parent.size_name, "train", len(parent.train_rows))
+    sizes = SFTSizes(steps=3, warmup=1)
+    setup, child_sizes = child_setup(json.loads(child_args(parent, "lora", "suite", sizes, seed=0)))
+    assert setup.model_dir == parent.model_dir and child_sizes == sizes
+    child = setup.train_rows
     assert [(r["prompt"], r["answer"], r["description"]) for r in child] == [
         (r["prompt"], r["answer"], r["description"]) for r in parent.train_rows
     ]

@@ -107,9 +107,21 @@ def sft_child(setup: Setup, strategy: str, side: str, sizes: SFTSizes, seed: int
     the next."""
     from mllmtune.perf.common import run_child
 
+    return run_child("mllmtune.perf.overhead", [child_args(setup, strategy, side, sizes, seed)])["times"]
+
+
+def child_args(setup: Setup, strategy: str, side: str, sizes: SFTSizes, seed: int) -> str:
+    """What the child is told (JSON): enough to rebuild the parent's model and rows (`child_setup`)."""
     args = {"model": str(setup.model_dir), "size": setup.size_name, "rows": len(setup.train_rows)}
-    args |= {"strategy": strategy, "side": side, "seed": seed, "sizes": asdict(sizes)}
-    return run_child("mllmtune.perf.overhead", [json.dumps(args)])["times"]
+    return json.dumps(args | {"strategy": strategy, "side": side, "seed": seed, "sizes": asdict(sizes)})
+
+
+def child_setup(args: dict) -> tuple[Setup, SFTSizes]:
+    """The parent's model, training rows (same examples, same order) and sizes, from `child_args`."""
+    from mllmtune.perf.common import rows_for
+
+    rows = rows_for(args["size"], "train", args["rows"])
+    return Setup(Path(args["model"]), "", rows, [], args["size"]), SFTSizes(**args["sizes"])
 
 
 def sft_overhead(setup: Setup, sizes: SFTSizes, repeats: int, seed: int, progress=None) -> dict[str, dict[str, list]]:
@@ -137,14 +149,11 @@ def _sft_main(args: dict) -> dict:
     The suite side keeps its live progress display (on stderr), as `mllmtune train` has one."""
     from rich.console import Console
 
-    from mllmtune.perf.common import rows_for
     from mllmtune.run import make_progress
     from mllmtune.runtime import setup as runtime_setup
 
     runtime_setup()
-    rows = rows_for(args["size"], "train", args["rows"])
-    setup = Setup(Path(args["model"]), "", rows, [], args["size"])
-    sizes = SFTSizes(**args["sizes"])
+    setup, sizes = child_setup(args)
     if args["side"] == "plain":
         return {"times": plain_sft(setup, args["strategy"], sizes, args["seed"])}
     with make_progress(Console(stderr=True)) as progress:
