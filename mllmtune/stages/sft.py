@@ -50,8 +50,15 @@ class BucketSampler:
     bucketed sampler for `Trainer`; transformers' `LengthGroupedSampler` sorts within mega-batches, which on a
     mixed-task set puts one task in each batch).
 
-    Each run of `batch_size` consecutive indices comes from one bucket, except the few batches made of the buckets'
-    remainders. Draws from torch's global generator, which `Trainer` seeds, so the order repeats for a seed.
+    Batches are drawn within one bucket, except the few made of the buckets' remainders. Draws from torch's global
+    generator, which `Trainer` seeds, so the order repeats for a seed.
+
+    The data loader cuts every `batch_size` indices and the remainders' short batch is shuffled in with the others,
+    so every cut after it straddles two drawn batches (in the default world's build, 270 to 423 of 1344 batches hold
+    two buckets, over four seeds). The world's base learned in this order, and the extra mixing may be part of what
+    it learned from: with the remainders put last and buckets by token counts, two rebuilt bases stopped answering
+    the image emotion question with a label (zero-shot photo 6.0% and 3.3%, against 15.6%), while this order with
+    another seed kept it (16.2%). So the order stays until a world version is built and checked without it.
     """
 
     def __init__(self, lengths: list[int], batch_size: int):
