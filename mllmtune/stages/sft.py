@@ -55,10 +55,10 @@ class BucketSampler:
 
     The data loader cuts every `batch_size` indices and the remainders' short batch is shuffled in with the others,
     so every cut after it straddles two drawn batches (in the default world's build, 270 to 423 of 1344 batches hold
-    two buckets, over four seeds). The world's base learned in this order, and the extra mixing may be part of what
-    it learned from: with the remainders put last and buckets by token counts, two rebuilt bases stopped answering
-    the image emotion question with a label (zero-shot photo 6.0% and 3.3%, against 15.6%), while this order with
-    another seed kept it (16.2%). So the order stays until a world version is built and checked without it.
+    two buckets, over four seeds). The world's base learned in this order, and the extra mixing is part of what it
+    learned from: with the remainders put last and buckets by token counts, rebuilt bases stopped answering the
+    image emotion question with a label (zero-shot photo 3.3% and 8.8% for two seeds over v4's tower, against 15.6%
+    and 16.2% in this order). So the order stays until a world version is built and checked without it.
     """
 
     def __init__(self, lengths: list[int], batch_size: int):
