@@ -172,6 +172,14 @@ def test_quick_and_full_suites_parse():
         assert suite.runs and suite.seeds == ([0] if name == "quick" else [0, 1, 2])
 
 
+@pytest.mark.parametrize("path", sorted((REPO / "benchmarks").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_suite_validates(path, tmp_path):
+    """Each suite's recipes load with their overrides (a misspelt key in a run's `set` fails here, not hours in)."""
+    res = runner.invoke(app, ["bench", str(path), "--dry-run", "--results", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert "dry run: nothing was run" in res.output
+
+
 @pytest.mark.slow
 def test_micro_suite_end_to_end_then_report(micro_world, tmp_path):
     results, out = tmp_path / "results", tmp_path / "report"
