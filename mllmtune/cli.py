@@ -76,14 +76,16 @@ def train(
     else:
         spec, record = load_recipe(recipe, set_ or []), None
     _setup()
+    finished = False
     try:
         run_train(spec, results, console, resume=record)
+        finished = True
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
     finally:
         from mllmtune.runtime import leave_process_group
 
-        leave_process_group()
+        leave_process_group(wait=finished)
 
 
 @command(app, "eval")

@@ -63,8 +63,9 @@ def test_train_leaves_its_process_group_before_exit(tmp_path):
 
     from mllmtune.runtime import leave_process_group
 
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
-    assert dist.is_initialized()
-    leave_process_group()
-    assert not dist.is_initialized()
-    leave_process_group()  # and nothing to leave is no error
+    for wait in (False, True):  # after a failure it leaves at once; after success it meets the others first
+        dist.init_process_group("gloo", init_method=f"file://{tmp_path / f'store{wait}'}", rank=0, world_size=1)
+        assert dist.is_initialized()
+        leave_process_group(wait=wait)
+        assert not dist.is_initialized()
+    leave_process_group(wait=True)  # and nothing to leave is no error
