@@ -67,8 +67,8 @@ def leave_process_group(wait: bool = False) -> None:
     Left to interpreter shutdown, a gloo process group could be torn down with its threads still running: a process
     that had finished training while the main one was still scoring sometimes died with "terminate called without
     an active exception" (SIGABRT), and the launcher then stopped the main process too. Destroying the group first
-    made that rarer but not gone (1 launch in 12 of the two-process GRPO test still aborted the finished process
-    after the main one had written its record), so after a run that succeeded everywhere (`wait`), every process
+    made that rarer but not gone (2 of 31 launches of the two-process GRPO test still aborted the finished process
+    after the main one had printed its summary), so after a run that succeeded everywhere (`wait`), every process
     first waits for the others: none tears its end down under a peer still using the group. Not after a failure,
     where a peer may be inside another collective and would wait for the barrier until the timeout.
     """

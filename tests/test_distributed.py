@@ -57,15 +57,24 @@ def test_two_processes_train_one_run_and_write_one_record(micro_world, tmp_path,
     assert done.stdout.count("ddp-lora: lora") == 1  # one summary, from the main process
 
 
-def test_train_leaves_its_process_group_before_exit(tmp_path):
+def test_train_leaves_its_process_group_before_exit(tmp_path, monkeypatch):
     """An undestroyed gloo group, torn down at interpreter exit, sometimes aborted a finished process."""
     import torch.distributed as dist
 
     from mllmtune.runtime import leave_process_group
 
+    barriers, real_barrier = [], dist.barrier
+
+    def barrier(*args, **kwargs):
+        barriers.append(dist.is_initialized())
+        return real_barrier(*args, **kwargs)
+
+    monkeypatch.setattr(dist, "barrier", barrier)
     for wait in (False, True):  # after a failure it leaves at once; after success it meets the others first
         dist.init_process_group("gloo", init_method=f"file://{tmp_path / f'store{wait}'}", rank=0, world_size=1)
         assert dist.is_initialized()
         leave_process_group(wait=wait)
         assert not dist.is_initialized()
+        assert barriers == ([True] if wait else [])  # the barrier, only after success, and while the group lives
     leave_process_group(wait=True)  # and nothing to leave is no error
+    assert barriers == [True]
