@@ -203,18 +203,23 @@ def perf(
     only: Annotated[
         list[str] | None, typer.Option(help="only these sections: sft, grpo, memory, startup, growth")
     ] = None,
+    memory_dtype: Annotated[
+        str, typer.Option(help="dtype the memory section loads its model in: float32, bfloat16 or float16")
+    ] = "float32",
     results: ResultsOpt = Path("results"),
 ) -> None:
     """Measure the suite against plain baselines (step time, memory, start-up, growth) into RESULTS/perf.csv."""
     known = {"sft", "grpo", "memory", "startup", "growth"}
     if only and set(only) - known:
         raise UserError(f"--only: unknown section {sorted(set(only) - known)[0]!r}; known: {', '.join(sorted(known))}")
+    if memory_dtype not in ("float32", "bfloat16", "float16"):
+        raise UserError(f"--memory-dtype: unknown dtype {memory_dtype!r}; known: float32, bfloat16, float16")
     from mllmtune import store
     from mllmtune.perf import run_perf
 
     store.check_writable(results)
     _setup()
-    run_perf(results, repeats=repeats, quick=quick, console=console, only=only)
+    run_perf(results, repeats=repeats, quick=quick, console=console, only=only, memory_dtype=memory_dtype)
 
 
 @command(app, "ls")

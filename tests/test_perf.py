@@ -83,3 +83,19 @@ def test_an_overhead_child_rebuilds_the_rows_its_parent_measured_on(tmp_path, mo
         (r["prompt"], r["answer"], r["description"]) for r in parent.train_rows
     ]
     assert parent.size_name == "micro" and "not built" in parent.source
+
+
+def test_a_memory_child_loads_the_base_in_the_dtype_it_is_given(micro_world):
+    """`--memory-dtype` reaches the child: its base (and so LoRA's frozen weights) is loaded in that dtype."""
+    from mllmtune.perf.memory import run_child
+
+    out = {d: run_child(micro_world.model_dir, "lora", 1, 2, d) for d in ("float32", "bfloat16")}
+    assert [out[d]["dtype"] for d in out] == ["float32", "bfloat16"]
+    assert out["float32"]["param_dtype"] == "torch.float32"
+    assert out["bfloat16"]["param_dtype"] == "torch.bfloat16"
+    assert out["bfloat16"]["train_peak_mb"] > out["bfloat16"]["import_mb"] > 0
+
+
+def test_perf_rejects_an_unknown_memory_dtype(tmp_path):
+    res = runner.invoke(app, ["perf", "--memory-dtype", "fp8", "--results", str(tmp_path)])
+    assert res.exit_code == 2 and "--memory-dtype" in res.output and "bfloat16" in res.output

@@ -48,8 +48,17 @@ def _ratios(a: list[float], b: list[float]) -> list[float]:
     return [x / y for x, y in zip(a, b, strict=True)]
 
 
-def run_perf(results: Path, repeats: int = 3, quick: bool = False, console=None, only: list[str] | None = None):
-    """Measure every figure (or the sections in `only`), write `results/perf.csv`, print the table; returns rows."""
+def run_perf(
+    results: Path,
+    repeats: int = 3,
+    quick: bool = False,
+    console=None,
+    only: list[str] | None = None,
+    memory_dtype: str = "float32",
+):
+    """Measure every figure (or the sections in `only`), write `results/perf.csv`, print the table; returns rows.
+
+    `memory_dtype` is what the memory section loads its model in (the other sections keep float32)."""
     from mllmtune.perf import common, growth, memory, overhead
     from mllmtune.run import make_progress
     from mllmtune.world.build import current_size
@@ -100,9 +109,10 @@ def run_perf(results: Path, repeats: int = 3, quick: bool = False, console=None,
             size = common.SIZES["micro"] if quick else common.PERF_SIZE
             model_dir = common.random_model(work / "perf-size", size, setup.train_rows)
             n = common.param_count(model_dir)
-            mem = memory.memory_figures(model_dir, repeats, sizes.mem_steps, sizes.mem_batch, log)
+            mem = memory.memory_figures(model_dir, repeats, sizes.mem_steps, sizes.mem_batch, log, memory_dtype)
             held = {k: [r["train_peak_mb"] - r["import_mb"] for r in v] for k, v in mem.items()}
-            note = f"random world-architecture model, {n / 1e6:.0f} M parameters; batch {sizes.mem_batch}"
+            note = f"random world-architecture model, {n / 1e6:.0f} M parameters, {memory_dtype}"
+            note += f"; batch {sizes.mem_batch}"
             for name, runs in mem.items():
                 rows += [
                     _row("memory", f"{name} train peak over imports", "MB", held[name], note),

@@ -1,8 +1,10 @@
 """Peak memory of `full`, `lora` and `qlora` training steps, one fresh subprocess per strategy and repeat.
 
 A process's peak RSS cannot be lowered once reached, so each measurement runs alone:
-`python -m mllmtune.perf.memory MODEL_DIR STRATEGY STEPS BATCH` prints one JSON line with
+`python -m mllmtune.perf.memory MODEL_DIR STRATEGY STEPS BATCH [DTYPE]` prints one JSON line with
 
+- `dtype`: what the base was loaded in (`float32` unless DTYPE says otherwise) and `param_dtype`, what its first
+  floating parameter holds once the strategy is applied (QLoRA's adapters stay float32 whatever the base);
 - `import_mb`: RSS after importing torch, transformers, peft and bitsandbytes (what every strategy pays alike);
 - `loaded_mb`: RSS once the model is loaded and the strategy applied (`load_bundle` + the registry's `build`, as
   `mllmtune train` does; QLoRA re-loads the base in 4-bit there);
@@ -62,8 +64,8 @@ def reset_peak() -> bool:
         return False
 
 
-def measure(model_dir: str, strategy: str, steps: int, batch_size: int) -> dict:
-    """In this process: import, load, apply `strategy`, train `steps` SFT steps; the memory marks on the way."""
+def measure(model_dir: str, strategy: str, steps: int, batch_size: int, dtype: str = "float32") -> dict:
+    """In this process: import, load in `dtype`, apply `strategy`, train `steps` SFT steps; the memory marks."""
     import gc
 
     from mllmtune.runtime import setup
@@ -81,11 +83,12 @@ def measure(model_dir: str, strategy: str, steps: int, batch_size: int) -> dict:
 
     rows = rendered_rows("train", steps * batch_size)
     gc.collect()
-    out = {"strategy": strategy, "import_mb": rss_mb()}
-    bundle = load_bundle(model_dir)
+    out = {"strategy": strategy, "dtype": dtype, "import_mb": rss_mb()}
+    bundle = load_bundle(model_dir, dtype=dtype)
     spec = strategies.get(strategy)
     options = spec.options.model_validate(MEM_STRATEGIES[strategy])
     bundle.model = spec.build(bundle, options, rows)
+    out["param_dtype"] = str(next(p.dtype for p in bundle.model.parameters() if p.is_floating_point()))
     gc.collect()
     out |= {"loaded_mb": rss_mb(), "load_peak_mb": peak_mb()}
     out["peak_reset"] = reset_peak()
@@ -96,16 +99,21 @@ def measure(model_dir: str, strategy: str, steps: int, batch_size: int) -> dict:
     return out
 
 
-def run_child(model_dir: Path, strategy: str, steps: int, batch_size: int, timeout: float = 900) -> dict:
+def run_child(
+    model_dir: Path, strategy: str, steps: int, batch_size: int, dtype: str = "float32", timeout: float = 900
+) -> dict:
     """One measurement in a fresh interpreter (a process's peak RSS cannot be lowered once reached)."""
     from mllmtune.perf.common import run_child as child
 
-    args = [str(model_dir), strategy, str(steps), str(batch_size)]
+    args = [str(model_dir), strategy, str(steps), str(batch_size), dtype]
     return child("mllmtune.perf.memory", args, timeout, env={"TQDM_DISABLE": "1"})
 
 
-def memory_figures(model_dir: Path, repeats: int, steps: int, batch_size: int, log=print) -> dict[str, list[dict]]:
-    """Per strategy, one child result per repeat; QLoRA is skipped (with a note) where 4-bit kernels are missing."""
+def memory_figures(
+    model_dir: Path, repeats: int, steps: int, batch_size: int, log=print, dtype: str = "float32"
+) -> dict[str, list[dict]]:
+    """Per strategy, one child result per repeat (the base loaded in `dtype`); QLoRA is skipped (with a note) where
+    4-bit kernels are missing."""
     from mllmtune.strategies.qlora import fourbit_problem
 
     problem = fourbit_problem()
@@ -114,10 +122,10 @@ def memory_figures(model_dir: Path, repeats: int, steps: int, batch_size: int, l
         if name == "qlora" and problem:
             log(f"memory: qlora skipped ({problem})")
             continue
-        out[name] = [run_child(model_dir, name, steps, batch_size) for _ in range(repeats)]
+        out[name] = [run_child(model_dir, name, steps, batch_size, dtype) for _ in range(repeats)]
     return out
 
 
 if __name__ == "__main__":
     model, strategy, n_steps, batch = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-    print(json.dumps(measure(model, strategy, n_steps, batch)), flush=True)
+    print(json.dumps(measure(model, strategy, n_steps, batch, *sys.argv[5:6])), flush=True)
