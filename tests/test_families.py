@@ -50,7 +50,15 @@ def _recipe(tmp_path, model_dir, data_dir, strategy: dict) -> str:
         "model": {"id": str(model_dir)},
         "data": {"source": "jsonl", "path": str(data_dir / "train.jsonl"), "labels": "emotion6"},
         "strategy": strategy,
-        "stage": {"name": "sft", "max_steps": 1, "batch_size": 2, "logging_steps": 1, "learning_rate": 1e-3},
+        # no warm-up: under the default one, the only step would run at learning rate 0 and change nothing
+        "stage": {
+            "name": "sft",
+            "max_steps": 1,
+            "batch_size": 2,
+            "logging_steps": 1,
+            "learning_rate": 1e-3,
+            "warmup_ratio": 0.0,
+        },
         "eval": {
             "datasets": {
                 "tiny-emotion": {
@@ -163,14 +171,54 @@ def test_export_of_a_lora_run_loads_as_a_plain_model(tiny_model, data_dir, tmp_p
     assert res.exit_code == 0, res.output
     bundle = load_bundle(str(tmp_path / "export"))
     assert bundle.family == family and not any("lora" in n for n, _ in bundle.model.named_parameters())
+    # the export computes what the run trained, which is not the base
+    import torch
+
+    from mllmtune.data import ChatCollator
+    from mllmtune.export import find_run_model
+    from mllmtune.strategies.saving import load_tuned
+
+    tuned, processor, _ = load_tuned(find_run_model(results, run_id))
+    batch = ChatCollator(processor)(
+        [{"prompt": "What is shown?", "answer": "a cat", "image": Image.new("RGB", (40, 40))}]
+    )
+    batch.pop("labels")
+    with torch.no_grad():
+        out = {name: m.eval()(**batch).logits for name, m in (("tuned", tuned), ("export", bundle.model))}
+        out["base"] = load_bundle(str(path)).model.eval()(**batch).logits
+    assert (out["export"] - out["tuned"]).abs().max().item() < 1e-4
+    assert (out["export"] - out["base"]).abs().max().item() > 1e-6
 
 
-def test_one_grpo_step_with_reflection(tiny_model, data_dir, tmp_path):
-    """EMO-R3 on each family: rollouts, the two reflective queries to the policy, one optimizer step, evaluation."""
+def test_one_grpo_step_with_reflection(tiny_model, data_dir, tmp_path, monkeypatch):
+    """EMO-R3 on each family: rollouts, the two reflective queries to the policy, one optimizer step, evaluation.
+
+    A random model almost never writes the template's steps, and a completion without reasoning is not re-read; so
+    every completion counts as reasoning here, and the policy must answer both kinds of query through the family's
+    processor (coherence: text only; consistency: with the image)."""
+    from mllmtune.emo_r3 import rewards
+
+    monkeypatch.setattr(rewards.tpl, "reasoning", lambda text: text or "a sun")
+    monkeypatch.setattr(rewards.tpl, "step", lambda text, i: text or "a sun")
+    asked: list[tuple[bool, str]] = []
+    real_asker = rewards.policy_asker
+
+    def recording_asker(*args, **kwargs):
+        ask = real_asker(*args, **kwargs)
+
+        def recorded(queries):
+            replies = ask(queries)
+            asked.extend((q["image"] is not None, r) for q, r in zip(queries, replies, strict=True))
+            return replies
+
+        return recorded
+
+    monkeypatch.setattr(rewards, "policy_asker", recording_asker)
     family, path = tiny_model
     results = tmp_path / "results"
     recipe = _recipe(tmp_path, path, data_dir, {"name": "lora", "groups": ["language"], "r": 4, "alpha": 8})
-    grpo = "stage={name: grpo, max_steps: 1, batch_size: 4, num_generations: 2, max_completion_length: 8}"
+    grpo = "stage={name: grpo, max_steps: 1, batch_size: 4, num_generations: 2, max_completion_length: 8, "
+    grpo += "warmup_ratio: 0}"
     res = runner.invoke(app, ["train", "--recipe", recipe, "--results", str(results), "--set", grpo])
     assert res.exit_code == 0, res.output
     run = [json.loads(line) for line in (results / "runs.jsonl").read_text().splitlines()][-1]
@@ -180,3 +228,5 @@ def test_one_grpo_step_with_reflection(tiny_model, data_dir, tmp_path):
         run["train"]["rewards"]
     )
     assert set(run["scores"]) == {"tiny-emotion/emo-r3@1", "tiny-vqa@1"}
+    assert {has_image for has_image, _ in asked} == {False, True}  # coherence and consistency both reached it
+    assert all(isinstance(reply, str) for _, reply in asked)

@@ -72,10 +72,16 @@ def test_rewards_on_hand_written_completions(completion, accuracy, fmt):
     kw = dict(label=["fear"], labels=[["fear", "anger", "joy"]], template=["emo-r3"], image=[None])
     assert rewards.accuracy_reward([completion], **kw) == [accuracy]
     assert rewards.format_reward([completion], **kw) == [fmt]
-    for make in (rewards.make_coherence_reward, rewards.make_consistency_reward):
+    judges = (
+        (rewards.make_coherence_reward, lambda reply: rewards.score_coherence(reply, "fear", kw["labels"][0])),
+        (rewards.make_consistency_reward, rewards.score_consistency),
+    )
+    for make, score in judges:
         for reply in ("", "none", "fear", "no", "yes", "?" * 300):
-            (value,) = make(lambda qs, r=reply: [r] * len(qs))([completion], **kw)
-            assert 0.0 <= value <= 1.0
+            asked: list[dict] = []
+            (value,) = make(lambda qs, r=reply, a=asked: a.extend(qs) or [r] * len(qs))([completion], **kw)
+            assert value == (score(reply) if asked else 0.0), (make.__name__, reply)  # nothing to re-read: 0
+            assert asked or fmt == 0.0, "a well-formed completion must be re-read"
 
 
 def test_reflective_rewards_ask_once_per_step_and_only_for_reasoning():
@@ -165,8 +171,11 @@ def test_policy_asker_one_generation_per_reward_and_restores_training(bundle, mo
     reward = rewards.make_consistency_reward(ask)
     out = reward([STRUCTURED] * 3, image=[r["image"] for r in rows])
     assert calls == [(3, {"do_sample": True, "temperature": 0.6, "top_p": 0.95})]
-    assert all(v in (0.0, 0.5, 1.0) for v in out)
-    assert model.training
+    assert len(out) == 3 and model.training
+    monkeypatch.setattr(runner, "generate", lambda model, processor, examples, *a, **k: ["yes", "no", "maybe"])
+    ask = rewards.policy_asker(lambda: nullcontext(model), bundle.processor, 0.6, 0.95, 4, batch_size=64)
+    reward = rewards.make_consistency_reward(ask)
+    assert reward([STRUCTURED] * 3, image=[r["image"] for r in rows]) == [1.0, 0.0, 0.5]  # each reply to its own
 
 
 def test_candidate_labels_must_cover_the_data():
@@ -228,6 +237,7 @@ def test_grpo_moves_only_what_the_strategy_trains(case, micro_world, tmp_path, m
     examples = train_examples(recipe)
     model = strategy.build(bundle, options, examples)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}  # what the strategy left, before training
     optimizer = strategy.optimizer(model, options, stage) if strategy.optimizer else None
     summary = run_grpo(model, bundle.processor, examples, stage, tmp_path, seed=0, optimizer=optimizer)
     assert summary["steps"] == 2
@@ -235,8 +245,8 @@ def test_grpo_moves_only_what_the_strategy_trains(case, micro_world, tmp_path, m
     assert logged <= set(summary["rewards"])
     after = dict(model.named_parameters())  # TRL adds a frozen "ref" copy of a PEFT adapter beside the trained one
     moved = {n for n in before if not torch.equal(after[n].detach(), before[n])}
-    trainable = {n for n in before if after[n].requires_grad}
-    assert moved and moved <= trainable
+    assert moved and moved <= trainable, sorted(moved - trainable)[:3]
+    assert {n for n in before if after[n].requires_grad} == trainable  # the stage froze or unfroze nothing
 
 
 @pytest.mark.slow

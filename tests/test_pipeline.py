@@ -43,30 +43,29 @@ def test_groups_cover_every_parameter(bundle):
     ],
 )
 def test_selective_strategies_train_exactly_their_groups(bundle, options, trainable_groups):
+    """Image rows, so every group lies on the loss's path: a frozen group that trained would show."""
     from mllmtune import strategies
+    from mllmtune.stages.sft import run_sft
+    from tests.test_strategies import examples
 
     strategy = strategies.get(options["name"])
     model = strategy.apply(bundle, strategy.options.model_validate(options))
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
     got = {bundle.group_of(n) for n, p in model.named_parameters() if p.requires_grad}
     assert got == trainable_groups
-    examples = [{"prompt": "which digit is written in the image?", "answer": "3", "image": None}] * 8
-    from mllmtune.stages.sft import run_sft
 
     run_sft(
         model,
         bundle.processor,
-        examples,
+        examples(8),
         SFTStage(max_steps=2, batch_size=4, learning_rate=1e-2),
         "/tmp/mllmtune-test-sft",
         seed=0,
     )
-    for n, p in model.named_parameters():
-        changed = not torch.equal(before[n], p.detach())
-        if not p.requires_grad:
-            assert not changed, f"frozen {n} changed"
-    moved = [n for n, p in model.named_parameters() if p.requires_grad and not torch.equal(before[n], p.detach())]
-    assert moved, "no trainable parameter moved"
+    moved = {n for n, p in model.named_parameters() if not torch.equal(before[n], p.detach())}
+    assert not moved & frozen, f"frozen parameters changed: {sorted(moved & frozen)[:3]}"
+    assert {bundle.group_of(n) for n in moved} == trainable_groups
 
 
 def test_freeze_last_k_language_layers(bundle):
@@ -89,6 +88,34 @@ def test_evaluation_scores_model_outputs(bundle):
     assert set(scores) == {"emoscenes-photo@1", "world-general@1"}
     photo = preds["emoscenes-photo@1"]
     assert len(photo) == 6 and all("output" in r for r in photo)
-    # accuracy is recomputed from the stored per-sample correctness, never from labels alone
+    # the stored per-sample correctness adds up to the score (what the outputs decide: the test below)
     assert scores["emoscenes-photo@1"]["accuracy"] == pytest.approx(100 * sum(r["correct"] for r in photo) / 6)
     assert scores["world-general@1"]["answer_nll"] > 0
+
+
+def test_evaluation_scores_what_the_model_said(bundle, monkeypatch):
+    """Every metric follows the outputs: even rows answer right, odd rows say "banana" (wrong and unparseable)."""
+    from mllmtune.evaluation import runner
+
+    def said(model, processor, examples, batch_size, max_new_tokens, on_batch=None, **sampling):
+        return [ex["answer"] if i % 2 == 0 else "banana" for i, ex in enumerate(examples)]
+
+    monkeypatch.setattr(runner, "generate", said)
+    scores, preds = runner.evaluate(
+        bundle.model, bundle.processor, ["emoscenes-photo", "world-general"], limit=6, batch_size=4
+    )
+    photo, rows = scores["emoscenes-photo@1"], preds["emoscenes-photo@1"]
+    assert photo["accuracy"] == pytest.approx(50) and photo["parsed"] == pytest.approx(50)
+    assert [r["correct"] for r in rows] == [True, False] * 3
+    assert [r["pred"] is None for r in rows] == [False, True] * 3
+    f1 = []  # per label: no false positives, so F1 = 2 TP / (2 TP + FN)
+    for label in {r["answer"] for r in rows}:
+        hit = sum(r["answer"] == label and i % 2 == 0 for i, r in enumerate(rows))
+        miss = sum(r["answer"] == label and i % 2 == 1 for i, r in enumerate(rows))
+        f1.append(2 * hit / (2 * hit + miss))
+    assert photo["macro_f1"] == pytest.approx(100 * sum(f1) / len(f1))
+    general, rows = scores["world-general@1"], preds["world-general@1"]
+    assert general["accuracy"] == pytest.approx(50) and [r["correct"] for r in rows] == [True, False] * 3
+    for task in {r["task"] for r in rows}:
+        mine = [i % 2 == 0 for i, r in enumerate(rows) if r["task"] == task]
+        assert general[f"accuracy/{task}"] == pytest.approx(100 * sum(mine) / len(mine)), task
