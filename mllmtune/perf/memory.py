@@ -4,7 +4,8 @@ A process's peak RSS cannot be lowered once reached, so each measurement runs al
 `python -m mllmtune.perf.memory MODEL_DIR STRATEGY STEPS BATCH [DTYPE]` prints one JSON line with
 
 - `dtype`: what the base was loaded in (`float32` unless DTYPE says otherwise) and `param_dtype`, what its first
-  floating parameter holds once the strategy is applied (QLoRA's adapters stay float32 whatever the base);
+  floating parameter holds once the strategy is applied (QLoRA's reads float32 whatever the base: peft casts what
+  stays unquantized to float32);
 - `import_mb`: RSS after importing torch, transformers, peft and bitsandbytes (what every strategy pays alike);
 - `loaded_mb`: RSS once the model is loaded and the strategy applied (`load_bundle` + the registry's `build`, as
   `mllmtune train` does; QLoRA re-loads the base in 4-bit there);
