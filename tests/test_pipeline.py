@@ -119,3 +119,21 @@ def test_evaluation_scores_what_the_model_said(bundle, monkeypatch):
     for task in {r["task"] for r in rows}:
         mine = [i % 2 == 0 for i, r in enumerate(rows) if r["task"] == task]
         assert general[f"accuracy/{task}"] == pytest.approx(100 * sum(mine) / len(mine)), task
+
+
+@pytest.mark.parametrize("warmup, warned", [(0.05, True), (0.0, False)], ids=["warm-up", "none"])
+def test_a_run_whose_schedule_never_trains_says_so(bundle, tmp_path, capsys, warmup, warned):
+    """A one-step run under warm-up takes its only step at learning rate 0: the model must not change, and the run
+    must say so; without warm-up the step trains and nothing is said."""
+    from mllmtune import strategies
+    from mllmtune.stages.sft import run_sft
+    from tests.test_strategies import examples
+
+    strategy = strategies.get("full")
+    model = strategy.apply(bundle, strategy.options.model_validate({"name": "full"}))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    stage = SFTStage(max_steps=1, batch_size=4, learning_rate=1e-2, warmup_ratio=warmup)
+    run_sft(model, bundle.processor, examples(4), stage, tmp_path, seed=0)
+    moved = any(not torch.equal(before[n], p.detach()) for n, p in model.named_parameters())
+    said = "keeps all 1 step(s) at 0" in capsys.readouterr().err
+    assert (said, moved) == (warned, not warned)

@@ -45,6 +45,30 @@ def _guard_callback():
     return Guard()
 
 
+def _schedule_callback(progress):
+    """Says so when the learning-rate schedule keeps every step at 0 (a one-step run under warm-up trains nothing)."""
+    from transformers import TrainerCallback
+
+    class ScheduleCheck(TrainerCallback):
+        def on_train_begin(self, args, state, control, lr_scheduler=None, **kw):
+            factors = getattr(lr_scheduler, "lr_lambdas", None)
+            if not factors or not 0 < state.max_steps <= 1000 or args.learning_rate == 0:
+                return
+            if all(f(step) == 0 for f in factors for step in range(state.max_steps)):
+                message = (
+                    f"warning: the learning-rate schedule keeps all {state.max_steps} step(s) at 0 (warm-up takes "
+                    "them), so nothing trains; set stage.warmup_ratio: 0 or train longer"
+                )
+                if progress is not None:
+                    progress.console.print(message, markup=False, highlight=False)
+                else:
+                    import sys
+
+                    print(message, file=sys.stderr)
+
+    return ScheduleCheck()
+
+
 @contextmanager
 def _signals_to(guard):
     """Route SIGINT/SIGTERM to `guard` while training (only possible in the main thread)."""
@@ -137,8 +161,9 @@ def check_trainable(model) -> None:
 
 
 def callbacks(progress, label: str) -> list:
-    """The guard first (the loop reads it back), then the progress bar when there is a live display."""
-    out = [_guard_callback()]
+    """The guard first (the loop reads it back), the schedule check, then the progress bar when there is a live
+    display."""
+    out = [_guard_callback(), _schedule_callback(progress)]
     if progress is not None:
         out.append(_progress_callback(progress, label))
     return out
