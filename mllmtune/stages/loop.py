@@ -51,10 +51,9 @@ def _schedule_callback(progress):
 
     class ScheduleCheck(TrainerCallback):
         def on_train_begin(self, args, state, control, lr_scheduler=None, **kw):
-            factors = getattr(lr_scheduler, "lr_lambdas", None)
-            if not factors or not 0 < state.max_steps <= 1000 or args.learning_rate == 0:
-                return
-            if all(f(step) == 0 for f in factors for step in range(state.max_steps)):
+            factors = getattr(lr_scheduler, "lr_lambdas", None) or []
+            # all() stops at the first step with a non-zero rate, so a normal run costs a step or two of lambdas
+            if factors and state.max_steps > 0 and all(f(s) == 0 for f in factors for s in range(state.max_steps)):
                 message = (
                     f"warning: the learning-rate schedule keeps all {state.max_steps} step(s) at 0 (warm-up takes "
                     "them), so nothing trains; set stage.warmup_ratio: 0 or train longer"
