@@ -8,7 +8,7 @@ import pytest
 from mllmtune.world import general
 from mllmtune.world import scenes as S
 from mllmtune.world.render import SKIN, render
-from mllmtune.world.vision import WHAT, vision_examples
+from mllmtune.world.vision import WHAT, vision_data, vision_examples
 
 
 @pytest.mark.parametrize("domain", S.DOMAINS)
@@ -95,3 +95,17 @@ def test_patch_heads_are_scored_on_drawn_patches_only():
     knows_the_shape = always_background.clone()
     knows_the_shape[0, 8:, 1] = 2.0
     assert head_accuracy({**out, "shape_at": knows_the_shape}, ys)["shape_at"] == 1.0
+
+
+def test_images_drawn_in_another_process_are_the_same() -> None:
+    """The world build draws the vision stage's images in a second process; a build must not depend on where."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        there = pool.submit(vision_data, 12, 3).result()
+    here = vision_data(12, 3)
+    for a, b in zip([*there[0], *there[1]], [*here[0], *here[1]], strict=True):
+        assert a[0].tobytes() == b[0].tobytes()
+        assert a[1].keys() == b[1].keys() and all(np.array_equal(a[1][k], b[1][k]) for k in a[1])
+    assert len(here[0]) == 12 and len(here[1]) == 600

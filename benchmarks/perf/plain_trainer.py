@@ -9,7 +9,7 @@ mllmtune is imported only for the data: standalone, the rows come from the built
 (`mllmtune.world.build.load_world_split`); under `mllmtune perf` the harness passes the very example dicts
 (`prompt`, `answer`, `image`) the suite trains on, so both sides see the same examples in the same order.
 
-    python benchmarks/perf/plain_trainer.py --model ~/.cache/mllmtune/world/v4-default/model --strategy lora
+    python benchmarks/perf/plain_trainer.py --model ~/.cache/mllmtune/world/v5-default/model --strategy lora
 """
 
 from __future__ import annotations

@@ -8,16 +8,18 @@ only when `WORLD_VERSION` changes. Sizes: `default` (the real world, about 17 mi
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import random
 import shutil
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mllmtune.world.model import SIZES, ModelSize
 
-WORLD_VERSION = "4"
+WORLD_VERSION = "5"
 DOMAINS = ("photo", "art", "web")
 
 
@@ -171,8 +173,8 @@ def build_world(size: str | None = None, seed: int = 0, log=print, progress=None
     from mllmtune.recipe import SFTStage
     from mllmtune.runtime import bf16_is_fast
     from mllmtune.stages.sft import run_sft
-    from mllmtune.world.model import build_model, build_processor, train_tokenizer
-    from mllmtune.world.vision import pretrain_vision
+    from mllmtune.world.model import IMAGE_SIZE, PATCH_SIZE, build_model, build_processor, train_tokenizer
+    from mllmtune.world.vision import pretrain_vision, vision_data
 
     size = size or current_size()
     spec = WORLD_SIZES[size]
@@ -183,15 +185,20 @@ def build_world(size: str | None = None, seed: int = 0, log=print, progress=None
     torch.manual_seed(seed)
     random.seed(seed)
     log(f"building the embedded world ({size}) in {root}")
-    build_data(tmp, spec, seed, log)
-    t_data = time.time() - t0
     # load_world_split reads from the final location; point it at the temporary one while building.
     os.environ["_MLLMTUNE_WORLD_BUILDING"] = str(tmp)
     try:
-        tokenizer = train_tokenizer(_corpus(), spec.model.vocab)
-        processor = build_processor(tokenizer)
-        model = build_model(tokenizer, spec.model, seed)
-        t1 = time.time()
+        # Drawing the vision stage's images (single-threaded Python, about 100 s for the default world) overlaps the
+        # data sets' rendering in a second process: the same images, whichever process draws them.
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            drawn = pool.submit(vision_data, spec.vision_images, seed, IMAGE_SIZE // PATCH_SIZE, IMAGE_SIZE)
+            build_data(tmp, spec, seed, log)
+            t_data = time.time() - t0
+            tokenizer = train_tokenizer(_corpus(), spec.model.vocab)
+            processor = build_processor(tokenizer)
+            model = build_model(tokenizer, spec.model, seed)
+            t1 = time.time()
+            train_images, held_images, t_draw = drawn.result()
         tower = model.model.vision_tower
         vision_acc = pretrain_vision(
             tower,
@@ -201,6 +208,7 @@ def build_world(size: str | None = None, seed: int = 0, log=print, progress=None
             seed,
             lr=spec.vision_lr,
             progress=progress,
+            examples=(train_images, held_images),
         )
         t_vision = time.time() - t1
         log(f"  vision tower pretrained in {t_vision:.0f}s; held-out head accuracy: {vision_acc}")
@@ -237,6 +245,7 @@ def build_world(size: str | None = None, seed: int = 0, log=print, progress=None
         "spec": asdict(spec),
         "data_s": round(t_data, 1),
         "vision_s": round(t_vision, 1),
+        "vision_images_s": round(t_draw, 1),
         "vision_accuracy": vision_acc,
         "pretrain_s": round(t_train, 1),
         "mixed_precision": stage.mixed_precision,
