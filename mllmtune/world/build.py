@@ -1,7 +1,7 @@
 """Build and cache the embedded world: EmoScenes, the general-knowledge set, and the pretrained tiny base.
 
 The build lands in `$MLLMTUNE_HOME/world/v<VERSION>-<size>/` (default home `~/.cache/mllmtune`) and is rebuilt
-only when `WORLD_VERSION` changes. Sizes: `default` (the real world, about 17 minutes on 2 cores) and `micro`
+only when `WORLD_VERSION` changes. Sizes: `default` (the real world, about 16 minutes on 2 cores) and `micro`
 (seconds, for tests); `MLLMTUNE_WORLD_SIZE` picks the one `model.id: world` refers to.
 """
 
@@ -188,7 +188,7 @@ def build_world(size: str | None = None, seed: int = 0, log=print, progress=None
     # load_world_split reads from the final location; point it at the temporary one while building.
     os.environ["_MLLMTUNE_WORLD_BUILDING"] = str(tmp)
     try:
-        # Drawing the vision stage's images (single-threaded Python, about 100 s for the default world) overlaps the
+        # Drawing the vision stage's images (single-threaded Python, 27.5 s for the default world) overlaps the
         # data sets' rendering in a second process: the same images, whichever process draws them.
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
             drawn = pool.submit(vision_data, spec.vision_images, seed, IMAGE_SIZE // PATCH_SIZE, IMAGE_SIZE)
