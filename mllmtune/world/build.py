@@ -203,12 +203,12 @@ def build_world(size: str | None = None, seed: int = 0, log=print, progress=None
         vision_acc = pretrain_vision(
             tower,
             processor.image_processor,
-            spec.vision_images,
+            train_images,
+            held_images,
             spec.vision_epochs,
             seed,
             lr=spec.vision_lr,
             progress=progress,
-            examples=(train_images, held_images),
         )
         t_vision = time.time() - t1
         log(f"  vision tower pretrained in {t_vision:.0f}s; held-out head accuracy: {vision_acc}")

@@ -134,25 +134,22 @@ def vision_data(n: int, seed: int, grid: int = 6, size: int = 48) -> tuple[list,
 def pretrain_vision(
     tower,
     image_processor,
-    n: int,
+    data: list,
+    held: list,
     epochs: float,
     seed: int,
     batch_size: int = 64,
     lr: float = 1e-3,
     progress=None,
-    examples: tuple[list, list] | None = None,
 ) -> dict:
-    """Train `tower` (a CLIPVisionModel) in place; returns head accuracies on a held-out batch of images.
-
-    `examples` are `vision_data`'s (training, held-out) lists when drawn beforehand; they are drawn here otherwise.
-    """
+    """Train `tower` (a CLIPVisionModel) in place on `vision_data`'s training examples; returns head accuracies on
+    its held-out ones."""
     import torch
     from torch import nn
 
     torch.manual_seed(seed)
     hidden = tower.config.hidden_size
     grid = tower.config.image_size // tower.config.patch_size
-    data, held = examples or vision_data(n, seed, grid, tower.config.image_size)[:2]
     dense = patch_heads(grid)
     sizes = HEADS | dense
     heads = nn.ModuleDict({k: nn.Linear(hidden, c) for k, c in sizes.items()})
