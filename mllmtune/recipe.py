@@ -106,6 +106,11 @@ class EvalSpec(Strict):
 Precision = Literal["no", "bf16", "fp16"]
 
 
+# Stage settings that change how memory is held, not what is computed: left out of the recipe hash, so runs that
+# differ only in them compare as one configuration.
+HASH_IGNORED_STAGE_KEYS = ("release_freed_memory",)
+
+
 class TrainLoop(Strict):
     """What every stage's trainer loop shares (both stages run on `transformers.Trainer` arguments)."""
 
@@ -126,6 +131,13 @@ class TrainLoop(Strict):
         "needs a GPU or a CPU with bf16 instructions (elsewhere it is emulated and slower)",
     )
     save_steps: int = Field(0, ge=0, description="also checkpoint every N steps (0: only when interrupted)")
+    release_freed_memory: bool = Field(
+        False,
+        description="host memory under glibc (Linux): hand every freed block of 1 MiB or more back to the system "
+        "at once instead of keeping it in the heap. On CPU (`mllmtune perf --only memory`, 150 M model, batch 4) "
+        "it lowered the training peak of full / lora / qlora by 9 / 24 / 37% and made their steps 1.2 / 1.4 / 1.7x "
+        "as long. Process-wide from the start of training; does not change what is computed",
+    )
 
 
 class SFTStage(TrainLoop):
@@ -235,6 +247,7 @@ class Recipe(Strict):
     def hash(self) -> str:
         """Stable hash of what the run does: everything but its seed and description (seeds are keyed apart)."""
         body = {k: v for k, v in self.resolved().items() if k not in ("seed", "description")}
+        body["stage"] = {k: v for k, v in body["stage"].items() if k not in HASH_IGNORED_STAGE_KEYS}
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:12]
 
 

@@ -32,6 +32,46 @@ def setup() -> None:
     torch.set_num_threads(max(1, int(os.environ.get("MLLMTUNE_THREADS", share))))
 
 
+# glibc's M_MMAP_THRESHOLD parameter of mallopt(3), and the block size from which freed memory goes straight back.
+_M_MMAP_THRESHOLD = -3
+RELEASE_FROM_BYTES = 1 << 20
+
+
+def release_freed_memory() -> str | None:
+    """Pin glibc's mmap threshold at 1 MiB for this process; returns why it could not, or None.
+
+    Why: glibc serves large blocks from its heap once the first one is freed (its threshold then rises with each
+    freed block, up to 32 MiB), and freed heap blocks stay resident. Training frees activations and temporaries of
+    1-13 MB every step, and at the peak of a 150 M model's LoRA or QLoRA step on CPU, 300-550 MB of the heap were
+    such free blocks against 400-500 MB in use (glibc's `malloc_info`). Blocks of 1 MiB or more then come from
+    `mmap` and go back to the system when freed, which costs a page fault per 4 KiB page on every reuse. No library
+    offers this: PyTorch's CPU allocator calls glibc directly and has no caching or release setting.
+    """
+    mallopt = _mallopt()
+    if mallopt is None:
+        return RELEASE_UNSUPPORTED
+    if mallopt(_M_MMAP_THRESHOLD, RELEASE_FROM_BYTES) != 1:
+        return "mallopt refused the threshold"
+    return None
+
+
+RELEASE_UNSUPPORTED = "the C library has no mallopt (glibc only)"
+
+
+def _mallopt():
+    """glibc's mallopt, or None (musl, macOS, Windows)."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    return getattr(ctypes.CDLL(name), "mallopt", None) if name else None
+
+
+def can_release_freed_memory() -> bool:
+    """Whether `release_freed_memory` would work here (changes nothing)."""
+    return _mallopt() is not None
+
+
 # A multi-process launch (`torchrun` or `accelerate launch`): every process trains; only the main one scores, saves
 # and writes records, while the others wait at the next collective. Scoring a large model can take long, so the
 # collectives wait this long instead of torch's default 30 minutes.

@@ -21,6 +21,8 @@ FIGURES = {
     "full train peak over imports",
     "lora/full",
     "qlora/lora",
+    "qlora/lora, freed released",
+    "lora train time, freed released/default",
     "--help minus python",
     "eval per 1,000 samples",
     "report per 10,000 records",

@@ -40,6 +40,10 @@ class PerfSizes:
         )
 
 
+# Suffix of the memory figures measured with the stage's `release_freed_memory: true`.
+RELEASED = ", freed released"
+
+
 def _row(section: str, figure: str, unit: str, values: list[float], note: str = "") -> Row:
     return Row(section, figure, unit, values, TARGETS.get(figure), note)
 
@@ -113,19 +117,33 @@ def run_perf(
             held = {k: [r["train_peak_mb"] - r["import_mb"] for r in v] for k, v in mem.items()}
             note = f"random world-architecture model, {n / 1e6:.0f} M parameters, {memory_dtype}"
             note += f"; batch {sizes.mem_batch}"
-            for name, runs in mem.items():
+            steps = sizes.mem_steps
+            for (name, release), runs in mem.items():
+                if release:  # the same steps with stage.release_freed_memory: true
+                    rows += [
+                        _row("memory", f"{name} train peak over imports{RELEASED}", "MB", held[name, True], note),
+                        _row("memory", f"{name} train seconds{RELEASED}", "s", [r["train_s"] for r in runs]),
+                    ]
+                    continue
                 rows += [
-                    _row("memory", f"{name} train peak over imports", "MB", held[name], note),
+                    _row("memory", f"{name} train peak over imports", "MB", held[name, False], note),
                     _row("memory", f"{name} train peak", "MB", [r["train_peak_mb"] for r in runs], "whole process"),
                     _row("memory", f"{name} load peak", "MB", [r["load_peak_mb"] for r in runs]),
                     _row(
                         "memory", f"{name} loaded over imports", "MB", [r["loaded_mb"] - r["import_mb"] for r in runs]
                     ),
+                    _row("memory", f"{name} train seconds", "s", [r["train_s"] for r in runs], f"{steps} steps"),
                 ]
-            if "lora" in held and "full" in held:
-                rows.append(_row("memory", "lora/full", "x", _ratios(held["lora"], held["full"]), "over imports"))
-            if "qlora" in held and "lora" in held:
-                rows.append(_row("memory", "qlora/lora", "x", _ratios(held["qlora"], held["lora"]), "over imports"))
+            for release in (False, True):
+                suffix = RELEASED if release else ""
+                for a, b in (("lora", "full"), ("qlora", "lora")):
+                    if (a, release) in held and (b, release) in held:
+                        ratios = _ratios(held[a, release], held[b, release])
+                        rows.append(_row("memory", f"{a}/{b}{suffix}", "x", ratios, "over imports"))
+            for name, release in mem:
+                if release:
+                    seconds = [[r["train_s"] for r in mem[name, flag]] for flag in (True, False)]
+                    rows.append(_row("memory", f"{name} train time{RELEASED}/default", "x", _ratios(*seconds)))
         if "startup" in sections:
             st = growth.startup(max(repeats, sizes.startup_repeats))
             rows += [

@@ -1,7 +1,7 @@
-"""Peak memory of `full`, `lora` and `qlora` training steps, one fresh subprocess per strategy and repeat.
+"""Peak memory of `full`, `lora` and `qlora` SFT steps: one fresh subprocess per strategy, heap setting and repeat.
 
 A process's peak RSS cannot be lowered once reached, so each measurement runs alone:
-`python -m mllmtune.perf.memory MODEL_DIR STRATEGY STEPS BATCH [DTYPE]` prints one JSON line with
+`python -m mllmtune.perf.memory MODEL_DIR STRATEGY STEPS BATCH [DTYPE [release]]` prints one JSON line with
 
 - `dtype`: what the base was loaded in (`float32` unless DTYPE says otherwise) and `param_dtype`, what its first
   floating parameter holds once the strategy is applied (QLoRA's reads float32 whatever the base: peft casts what
@@ -11,7 +11,10 @@ A process's peak RSS cannot be lowered once reached, so each measurement runs al
   `mllmtune train` does; QLoRA re-loads the base in 4-bit there);
 - `load_peak_mb`: the peak up to that point (QLoRA holds the fp32 and the 4-bit copy at once while re-loading);
 - `train_peak_mb`: the peak during the SFT steps alone (the kernel's high-water mark is reset first through
-  /proc/self/clear_refs; where that is refused it is the whole process's peak).
+  /proc/self/clear_refs; where that is refused it is the whole process's peak);
+- `train_s`: the seconds those steps took (with `release`, what handing freed memory back costs);
+- `release`: whether the stage ran with `release_freed_memory: true` (freed blocks of 1 MiB or more go back to the
+  system instead of staying resident in glibc's heap).
 
 The targets use `train_peak_mb - import_mb`: the memory the model and its training hold (weights, gradients,
 optimizer state, activations), without the interpreter and libraries every strategy shares.
@@ -65,9 +68,12 @@ def reset_peak() -> bool:
         return False
 
 
-def measure(model_dir: str, strategy: str, steps: int, batch_size: int, dtype: str = "float32") -> dict:
+def measure(
+    model_dir: str, strategy: str, steps: int, batch_size: int, dtype: str = "float32", release: bool = False
+) -> dict:
     """In this process: import, load in `dtype`, apply `strategy`, train `steps` SFT steps; the memory marks."""
     import gc
+    import time
 
     from mllmtune.runtime import setup
 
@@ -84,7 +90,7 @@ def measure(model_dir: str, strategy: str, steps: int, batch_size: int, dtype: s
 
     rows = rendered_rows("train", steps * batch_size)
     gc.collect()
-    out = {"strategy": strategy, "dtype": dtype, "import_mb": rss_mb()}
+    out = {"strategy": strategy, "dtype": dtype, "release": release, "import_mb": rss_mb()}
     bundle = load_bundle(model_dir, dtype=dtype)
     spec = strategies.get(strategy)
     options = spec.options.model_validate(MEM_STRATEGIES[strategy])
@@ -93,40 +99,60 @@ def measure(model_dir: str, strategy: str, steps: int, batch_size: int, dtype: s
     gc.collect()
     out |= {"loaded_mb": rss_mb(), "load_peak_mb": peak_mb()}
     out["peak_reset"] = reset_peak()
-    stage = SFTStage(max_steps=steps, batch_size=batch_size, learning_rate=1e-4, logging_steps=steps)
+    stage = SFTStage(
+        max_steps=steps, batch_size=batch_size, learning_rate=1e-4, logging_steps=steps, release_freed_memory=release
+    )
     with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
         run_sft(bundle.model, bundle.processor, rows, stage, Path(tmp), 0, progress=None, label=strategy)
+        out["train_s"] = time.perf_counter() - start
     out["train_peak_mb"] = peak_mb()
     return out
 
 
 def run_child(
-    model_dir: Path, strategy: str, steps: int, batch_size: int, dtype: str = "float32", timeout: float = 900
+    model_dir: Path,
+    strategy: str,
+    steps: int,
+    batch_size: int,
+    dtype: str = "float32",
+    release: bool = False,
+    timeout: float = 900,
 ) -> dict:
     """One measurement in a fresh interpreter (a process's peak RSS cannot be lowered once reached)."""
     from mllmtune.perf.common import run_child as child
 
-    args = [str(model_dir), strategy, str(steps), str(batch_size), dtype]
+    args = [str(model_dir), strategy, str(steps), str(batch_size), dtype] + (["release"] if release else [])
     return child("mllmtune.perf.memory", args, timeout, env={"TQDM_DISABLE": "1"})
 
 
 def memory_figures(
     model_dir: Path, repeats: int, steps: int, batch_size: int, log=print, dtype: str = "float32"
-) -> dict[str, list[dict]]:
-    """Per strategy, one child result per repeat (the base loaded in `dtype`); QLoRA is skipped (with a note) where
-    4-bit kernels are missing."""
+) -> dict[tuple[str, bool], list[dict]]:
+    """Per (strategy, release), one child result per repeat (the base loaded in `dtype`), for the default heap and
+    with `release_freed_memory`; QLoRA is skipped (with a note) where 4-bit kernels are missing."""
+    from mllmtune.runtime import RELEASE_UNSUPPORTED, can_release_freed_memory
     from mllmtune.strategies.qlora import fourbit_problem
 
     problem = fourbit_problem()
-    out: dict[str, list[dict]] = {}
-    for name in MEM_STRATEGIES:
-        if name == "qlora" and problem:
-            log(f"memory: qlora skipped ({problem})")
-            continue
-        out[name] = [run_child(model_dir, name, steps, batch_size, dtype) for _ in range(repeats)]
+    if problem:
+        log(f"memory: qlora skipped ({problem})")
+    settings = [False, True]
+    if not can_release_freed_memory():
+        log(f"memory: release_freed_memory skipped ({RELEASE_UNSUPPORTED})")
+        settings = [False]
+    out: dict[tuple[str, bool], list[dict]] = {}
+    for release in settings:
+        for name in MEM_STRATEGIES:
+            if name == "qlora" and problem:
+                continue
+            runs = [run_child(model_dir, name, steps, batch_size, dtype, release) for _ in range(repeats)]
+            out[name, release] = runs
     return out
 
 
 if __name__ == "__main__":
     model, strategy, n_steps, batch = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-    print(json.dumps(measure(model, strategy, n_steps, batch, *sys.argv[5:6])), flush=True)
+    dtype = sys.argv[5] if len(sys.argv) > 5 else "float32"
+    release = sys.argv[6:7] == ["release"]
+    print(json.dumps(measure(model, strategy, n_steps, batch, dtype, release)), flush=True)

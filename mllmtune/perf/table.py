@@ -20,6 +20,8 @@ TARGETS: dict[str, float] = {
     "emo-r3/grpo": 1.5,
     "lora/full": 0.5,
     "qlora/lora": 0.6,
+    "lora/full, freed released": 0.5,
+    "qlora/lora, freed released": 0.6,
     "--help minus python": 0.5,
 }
 COLUMNS = ["section", "figure", "unit", "median", "min", "max", "repeats", "target", "met", "note"]

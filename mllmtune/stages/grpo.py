@@ -219,7 +219,7 @@ def run_grpo(
         # the cold-started policy, as in the paper's two-phase recipe.
         ref = copy.deepcopy(trainer.accelerator.unwrap_model(trainer.model)).eval().requires_grad_(False)
         trainer.ref_model = trainer.accelerator.prepare_model(ref, evaluation_mode=True)
-    summary |= loop.run(trainer, output_dir / "grpo", progress, resume_from)
+    summary |= loop.run(trainer, output_dir / "grpo", progress, resume_from, stage.release_freed_memory)
     summary["rewards"] = _reward_means(trainer.state.log_history)
     return summary
 

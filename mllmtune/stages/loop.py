@@ -58,14 +58,19 @@ def _schedule_callback(progress):
                     f"warning: the learning-rate schedule keeps all {state.max_steps} step(s) at 0 (warm-up takes "
                     "them), so nothing trains; set stage.warmup_ratio: 0 or train longer"
                 )
-                if progress is not None:
-                    progress.console.print(message, markup=False, highlight=False)
-                else:
-                    import sys
-
-                    print(message, file=sys.stderr)
+                _warn(progress, message)
 
     return ScheduleCheck()
+
+
+def _warn(progress, message: str) -> None:
+    """One warning line: through the live display when there is one, else on stderr."""
+    if progress is not None:
+        progress.console.print(message, markup=False, highlight=False)
+    else:
+        import sys
+
+        print(message, file=sys.stderr)
 
 
 @contextmanager
@@ -168,9 +173,17 @@ def callbacks(progress, label: str) -> list:
     return out
 
 
-def run(trainer, output_dir: Path, progress, resume_from: str | None = None) -> dict:
-    """Train; raises `Cancelled` (checkpoint saved) on SIGINT/SIGTERM and `FloatingPointError` on a non-finite loss."""
+def run(trainer, output_dir: Path, progress, resume_from: str | None = None, release_freed: bool = False) -> dict:
+    """Train; raises `Cancelled` (checkpoint saved) on SIGINT/SIGTERM and `FloatingPointError` on a non-finite loss.
+
+    `release_freed` is the stage's `release_freed_memory`: freed host memory goes back to the system from here on."""
     guard = next(cb for cb in trainer.callback_handler.callbacks if hasattr(cb, "bad_loss"))
+    if release_freed:
+        from mllmtune.runtime import release_freed_memory
+
+        problem = release_freed_memory()
+        if problem:
+            _warn(progress, f"warning: stage.release_freed_memory has no effect here ({problem})")
     if progress is not None:
         from transformers.trainer_callback import PrinterCallback
 

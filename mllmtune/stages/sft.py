@@ -130,4 +130,4 @@ def run_sft(
         callbacks=loop.callbacks(progress, label) + list(extra_callbacks),
         optimizers=(optimizer, None),
     )
-    return loop.run(trainer, output_dir, progress, resume_from)
+    return loop.run(trainer, output_dir, progress, resume_from, stage.release_freed_memory)
