@@ -150,14 +150,19 @@ def load_world_split(name: str, split: str, limit: int | None = None, size: str 
 
 
 def _corpus() -> list[str]:
+    import datasets
+
     from mllmtune.data import emotion_prompt
     from mllmtune.world.general import STRUCTURED_INSTRUCTION
     from mllmtune.world.scenes import LABELS
 
     texts = [STRUCTURED_INSTRUCTION] + [emotion_prompt(labels) for labels in LABELS.values()]
     texts += [" ".join(labels) for labels in LABELS.values()]
-    for row in load_world_split("general", "train"):
-        texts += [row["question"], row["answer"]]
+    # The text columns alone: the rows' images are not decoded for the tokenizer.
+    general = datasets.load_from_disk(str(ensure_world_data() / "data" / "general" / "train"))
+    columns = general.select_columns(["question", "answer"]).to_dict()
+    for question, answer in zip(columns["question"], columns["answer"], strict=True):
+        texts += [question, answer]
     return texts
 
 
