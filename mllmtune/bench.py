@@ -85,17 +85,25 @@ def _resolve(path: str, suite_file: Path) -> Path:
     return Path(path)
 
 
-def _matches(pattern: str | None, *texts: str) -> bool:
-    """`--only`: a glob if it has wildcards, else a substring, matched against recipe path and name."""
-    if not pattern:
+def _matches(patterns: str | list[str] | None, *texts: str) -> bool:
+    """`--only` (repeatable): each pattern is a glob if it has wildcards, else a substring, matched against recipe
+    path and name; a run matches when any pattern does."""
+    if not patterns:
         return True
-    if any(ch in pattern for ch in "*?["):
-        return any(fnmatch.fnmatch(t, pattern) for t in texts)
-    return any(pattern in t for t in texts)
+    for pattern in [patterns] if isinstance(patterns, str) else patterns:
+        if any(ch in pattern for ch in "*?["):
+            if any(fnmatch.fnmatch(t, pattern) for t in texts):
+                return True
+        elif any(pattern in t for t in texts):
+            return True
+    return False
 
 
 def load_suite(
-    path: str | Path, only: str | None = None, extra_set: list[str] | None = None, seeds: list[int] | None = None
+    path: str | Path,
+    only: str | list[str] | None = None,
+    extra_set: list[str] | None = None,
+    seeds: list[int] | None = None,
 ) -> tuple[Suite, list[Cell]]:
     """Validate a suite and every recipe in it; raise one :class:`UserError` listing every problem found.
 
@@ -133,7 +141,8 @@ def load_suite(
         listing = "\n".join(f"  - {p}" for p in problems)
         raise UserError(f"{path}: {len(problems)} problem(s), nothing was run:\n{listing}")
     if not cells:
-        raise UserError(f"{path}: no run matches --only {only!r}" if only else f"{path}: the suite has no runs")
+        shown = ", ".join(repr(p) for p in ([only] if isinstance(only, str) else only or []))
+        raise UserError(f"{path}: no run matches --only {shown}" if only else f"{path}: the suite has no runs")
     return suite, cells
 
 
@@ -255,7 +264,7 @@ def run_suite(
     console: Console,
     *,
     dry_run: bool = False,
-    only: str | None = None,
+    only: str | list[str] | None = None,
     extra_set: list[str] | None = None,
     seeds: list[int] | None = None,
 ) -> BenchResult:

@@ -165,7 +165,10 @@ def validate(recipes: Annotated[list[Path], typer.Argument(help="recipe YAML fil
 def bench(
     suite: Annotated[Path, typer.Argument(help="suite YAML, e.g. benchmarks/quick.yaml")],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="list what would run and what is skipped")] = False,
-    only: Annotated[str | None, typer.Option(help="only recipes whose path or name matches (glob or text)")] = None,
+    only: Annotated[
+        list[str] | None,
+        typer.Option(help="only recipes whose path or name matches (glob or text); repeat for several"),
+    ] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="override a key in every run")] = None,
     seeds: Annotated[str | None, typer.Option(help="comma-separated seeds replacing the suite's, e.g. 0")] = None,
     results: ResultsOpt = Path("results"),

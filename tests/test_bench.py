@@ -211,3 +211,14 @@ def test_seeds_option_replaces_the_suite_seeds(tmp_path, fake_train):
     assert calls == ["sft-full"] and "ran 1 · skipped 0 · failed 0" in res.output
     bad = runner.invoke(app, ["bench", str(suite), "--seeds", "one"])
     assert bad.exit_code == 2 and "--seeds" in bad.output
+
+
+def test_only_repeated_runs_every_recipe_any_pattern_matches(tmp_path, fake_train):
+    calls, _ = fake_train
+    suite = suite_file(tmp_path, [str(FULL), str(FREEZE)], seeds=[0])
+    args = ["bench", str(suite), "--results", str(tmp_path / "r"), "--only", "full", "--only", "*freeze*"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert sorted(calls) == ["sft-freeze-vision", "sft-full"]
+    none = runner.invoke(app, ["bench", str(suite), "--only", "nope", "--only", "never*"])
+    assert none.exit_code == 2 and "'nope', 'never*'" in none.output
