@@ -238,7 +238,11 @@ def _zero_shot_rows(good: list[dict], roles_by_model: dict) -> list[dict]:
     limits = Counter(model for model, _, _ in merged)
     for (model, _rev, limit), cell in merged.items():
         last = cell["recs"][-1]
-        row = _flatten(last, cell["scores"], cell["scores"], roles_by_model.get(model, _roles({})), "plain")
+        # Plain answers where the base was asked for them; else the template it was asked in (a table of GRPO runs
+        # alone holds only the base asked in theirs).
+        templates = [_template(r) for r in cell["recs"]]
+        template = "plain" if "plain" in templates else templates[-1]
+        row = _flatten(last, cell["scores"], cell["scores"], roles_by_model.get(model, _roles({})), template)
         row["recipe"] = "zero-shot" if limits[model] == 1 else f"zero-shot (limit {limit})"
         row["wall_s"] = sum(_num(r.get("wall_s")) for r in cell["recs"])
         row["recipe_hash"] = "+".join(dict.fromkeys(str(r.get("recipe_hash")) for r in cell["recs"]))

@@ -310,3 +310,18 @@ def test_a_reasoning_template_run_is_read_in_its_own_columns(tmp_path):
     row = report.leaderboard.set_index("recipe").loc["emo-r3"]
     assert (row["A_I"], row["A_O"], row["E"], row["F"]) == (100.0, 100.0, 50.0, -100.0)
     assert row["loss_forgetting"] == pytest.approx(0.5)
+
+
+def test_a_base_asked_only_in_a_reasoning_template_is_read_in_it(tmp_path):
+    """A table of GRPO runs holds only the base asked in their template: its row shows those scores, not blanks."""
+    t2 = "emoscenes-photo/emo-r3@1"
+    zero_r3 = record(
+        run_id="zs-r3", name="zero-shot", strategy="none", family="none", stage="zero-shot", recipe_hash="h-zs-r3",
+        recipe={"eval": {"benchmarks": ["emoscenes-photo"], "limit": None, "template": "emo-r3"}},
+        trainable_params=0, scores={t2: acc([1, 0, 0, 0]), R: BASELINE[R]},
+    )  # fmt: skip
+    report = build_report(save(tmp_path, [zero_r3]))
+    row = report.leaderboard.set_index("recipe").loc["zero-shot"]
+    assert row["A_I"] == 25.0
+    roles = report.by_benchmark.set_index("benchmark")["role"]
+    assert roles[t2] == "in-domain"
