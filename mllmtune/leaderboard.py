@@ -294,10 +294,10 @@ def _leaderboard(train_rows: list[dict], zero_rows: list[dict], zs_index: dict, 
                 row[f"{m}_lo"], row[f"{m}_hi"] = lo_hi if lo_hi is not None else (math.nan, math.nan)
             lb_rows.append(row)
             bench_rows += _bench_rows(key, group, intervals)
-    for z in zero_rows:
-        lb_rows.append({k: z[k] for k in GROUP + _MEANS + ["family"]} | {"n_seeds": 1, "seeds": str(z["seed"])})
-        z |= {"_scores": z["_scores_merged"], "_baseline": z["_scores_merged"]}
-        bench_rows += _bench_rows(tuple(z[k] for k in GROUP), [z], None)
+        for z in zero_rows:  # a benchmark the base was not scored on stays NaN quietly here too
+            lb_rows.append({k: z[k] for k in GROUP + _MEANS + ["family"]} | {"n_seeds": 1, "seeds": str(z["seed"])})
+            z |= {"_scores": z["_scores_merged"], "_baseline": z["_scores_merged"]}
+            bench_rows += _bench_rows(tuple(z[k] for k in GROUP), [z], None)
     leaderboard = pd.DataFrame(lb_rows, columns=LEADERBOARD_COLUMNS)
     leaderboard = leaderboard.sort_values("O", ascending=False, na_position="last", kind="stable")
     columns = GROUP + ["family", "benchmark", "role", "n_seeds", "accuracy", "baseline", "delta_lo", "delta_hi"]
