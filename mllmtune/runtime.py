@@ -35,6 +35,7 @@ def setup() -> None:
 # glibc's M_MMAP_THRESHOLD parameter of mallopt(3), and the block size from which freed memory goes straight back.
 _M_MMAP_THRESHOLD = -3
 RELEASE_FROM_BYTES = 1 << 20
+RELEASE_UNSUPPORTED = "the C library has no mallopt (glibc only)"
 
 
 def release_freed_memory() -> str | None:
@@ -42,8 +43,8 @@ def release_freed_memory() -> str | None:
 
     Why: glibc serves large blocks from its heap once the first one is freed (its threshold then rises with each
     freed block, up to 32 MiB), and freed heap blocks stay resident. Training frees activations and temporaries of
-    1-13 MB every step, and at the peak of a 150 M model's LoRA or QLoRA step on CPU, 300-550 MB of the heap were
-    such free blocks against 400-500 MB in use (glibc's `malloc_info`). Blocks of 1 MiB or more then come from
+    1-13 MB every step, and at the peak of a 150 M model's LoRA or QLoRA step on CPU, 318-551 MB of the heap were
+    such free blocks against 355-397 MB in use (glibc's `mallinfo2`). Blocks of 1 MiB or more then come from
     `mmap` and go back to the system when freed, which costs a page fault per 4 KiB page on every reuse. No library
     offers this: PyTorch's CPU allocator calls glibc directly and has no caching or release setting.
     """
@@ -53,9 +54,6 @@ def release_freed_memory() -> str | None:
     if mallopt(_M_MMAP_THRESHOLD, RELEASE_FROM_BYTES) != 1:
         return "mallopt refused the threshold"
     return None
-
-
-RELEASE_UNSUPPORTED = "the C library has no mallopt (glibc only)"
 
 
 def _mallopt():
