@@ -85,12 +85,12 @@ def _resolve(path: str, suite_file: Path) -> Path:
     return Path(path)
 
 
-def _matches(patterns: str | list[str] | None, *texts: str) -> bool:
+def _matches(patterns: list[str] | None, *texts: str) -> bool:
     """`--only` (repeatable): each pattern is a glob if it has wildcards, else a substring, matched against recipe
     path and name; a run matches when any pattern does."""
     if not patterns:
         return True
-    for pattern in [patterns] if isinstance(patterns, str) else patterns:
+    for pattern in patterns:
         if any(ch in pattern for ch in "*?["):
             if any(fnmatch.fnmatch(t, pattern) for t in texts):
                 return True
@@ -101,7 +101,7 @@ def _matches(patterns: str | list[str] | None, *texts: str) -> bool:
 
 def load_suite(
     path: str | Path,
-    only: str | list[str] | None = None,
+    only: list[str] | None = None,
     extra_set: list[str] | None = None,
     seeds: list[int] | None = None,
 ) -> tuple[Suite, list[Cell]]:
@@ -141,7 +141,7 @@ def load_suite(
         listing = "\n".join(f"  - {p}" for p in problems)
         raise UserError(f"{path}: {len(problems)} problem(s), nothing was run:\n{listing}")
     if not cells:
-        shown = ", ".join(repr(p) for p in ([only] if isinstance(only, str) else only or []))
+        shown = ", ".join(repr(p) for p in only or [])
         raise UserError(f"{path}: no run matches --only {shown}" if only else f"{path}: the suite has no runs")
     return suite, cells
 
@@ -264,7 +264,7 @@ def run_suite(
     console: Console,
     *,
     dry_run: bool = False,
-    only: str | list[str] | None = None,
+    only: list[str] | None = None,
     extra_set: list[str] | None = None,
     seeds: list[int] | None = None,
 ) -> BenchResult:

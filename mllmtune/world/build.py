@@ -138,31 +138,31 @@ def build_data(root: Path, spec: WorldSize, seed: int = 0, log=print) -> None:
         log(f"  general/{split}: {len(rows)} rows ({time.time() - t:.1f}s)")
 
 
-def load_world_split(name: str, split: str, limit: int | None = None, size: str | None = None) -> list[dict]:
-    """Rows of a world data set as dicts (images as PIL), building the world's data on first use."""
+def load_world_split(
+    name: str, split: str, limit: int | None = None, size: str | None = None, columns: list[str] | None = None
+) -> list[dict]:
+    """Rows of a world data set as dicts (images as PIL), building the world's data on first use; `columns` keeps
+    only those (without the image column, no image is decoded)."""
     import datasets
 
     root = ensure_world_data(size)
     ds = datasets.load_from_disk(str(root / "data" / name / split))
+    if columns is not None:
+        ds = ds.select_columns(columns)
     if limit is not None:
         ds = ds.select(range(min(limit, len(ds))))
     return ds.to_list() if "image" not in ds.column_names else [ds[i] for i in range(len(ds))]
 
 
 def _corpus() -> list[str]:
-    import datasets
-
     from mllmtune.data import emotion_prompt
     from mllmtune.world.general import STRUCTURED_INSTRUCTION
     from mllmtune.world.scenes import LABELS
 
     texts = [STRUCTURED_INSTRUCTION] + [emotion_prompt(labels) for labels in LABELS.values()]
     texts += [" ".join(labels) for labels in LABELS.values()]
-    # The text columns alone: the rows' images are not decoded for the tokenizer.
-    general = datasets.load_from_disk(str(ensure_world_data() / "data" / "general" / "train"))
-    columns = general.select_columns(["question", "answer"]).to_dict()
-    for question, answer in zip(columns["question"], columns["answer"], strict=True):
-        texts += [question, answer]
+    for row in load_world_split("general", "train", columns=["question", "answer"]):  # no image decoded
+        texts += [row["question"], row["answer"]]
     return texts
 
 
