@@ -41,7 +41,8 @@ def test_perf_quick_writes_every_figure_and_the_report_shows_it(micro_world, tmp
     assert FIGURES <= {r["figure"] for r in rows}
     for r in rows:
         assert float(r["min"]) <= float(r["median"]) <= float(r["max"]) and int(r["repeats"]) >= 1
-    assert all(r["met"] in ("yes", "no") for r in rows if r["target"])
+    assert all(r["met"] in ("yes", "no", "unclear") for r in rows if r["target"])
+    assert all(float(r["ci_low"]) <= float(r["median"]) <= float(r["ci_high"]) for r in rows)
     (results / "runs.jsonl").write_text(json.dumps(ZERO) + "\n")
     res = runner.invoke(app, ["report", "--results", str(results)])
     assert res.exit_code == 0, res.output
@@ -101,3 +102,60 @@ def test_a_memory_child_loads_the_base_in_the_dtype_it_is_given(micro_world):
 def test_perf_rejects_an_unknown_memory_dtype(tmp_path):
     res = runner.invoke(app, ["perf", "--memory-dtype", "fp8", "--results", str(tmp_path)])
     assert res.exit_code == 2 and "--memory-dtype" in res.output and "bfloat16" in res.output
+
+
+def test_the_perf_table_doctests_hold():
+    import doctest
+
+    from mllmtune.perf import table
+
+    result = doctest.testmod(table)
+    assert result.attempted >= 2 and result.failed == 0
+
+
+@pytest.mark.parametrize(
+    ("n", "ranks", "coverage"),
+    [(1, (1, 1), 0.0), (3, (1, 3), 0.75), (5, (1, 5), 0.9375), (6, (1, 6), 0.96875), (9, (2, 8), 0.9609375),
+     (20, (6, 15), 0.9586105346679688)],
+)  # fmt: skip
+def test_the_median_interval_takes_the_narrowest_order_statistics_that_hold_95_percent(n, ranks, coverage):
+    from mllmtune.perf.table import median_interval
+
+    values = [10.0 * i for i in range(n, 0, -1)]  # descending: the function must sort
+    low, high, level = median_interval(values)
+    assert (low, high) == (10.0 * ranks[0], 10.0 * ranks[1])
+    assert level == pytest.approx(coverage)
+
+
+def test_the_median_interval_holds_its_level_on_draws():
+    """Over many samples of 9 from a skewed distribution, the interval holds the true median about 96% of the time."""
+    import numpy as np
+
+    from mllmtune.perf.table import median_interval
+
+    rng = np.random.default_rng(0)
+    true_median = np.log(2)  # exponential(1)
+    hits = [lo <= true_median <= hi for lo, hi, _ in (median_interval(rng.exponential(size=9)) for _ in range(4000))]
+    assert np.mean(hits) == pytest.approx(0.961, abs=0.015)
+
+
+def test_met_says_unclear_when_the_interval_straddles_the_target():
+    from mllmtune.perf.table import Row
+
+    below, around, above = [0.9, 0.95, 1.0], [0.95, 1.0, 1.1], [1.06, 1.2, 1.3]
+    assert [Row("sft", "x", "x", v, 1.05).cells()["met"] for v in (below, around, above)] == ["yes", "unclear", "no"]
+    cells = Row("sft", "x", "x", around, 1.05).cells()
+    interval = (cells["ci_low"], cells["ci_high"], cells["ci_level"], cells["values"])
+    assert interval == ("0.95", "1.1", "0.75", "0.95 1 1.1")
+    assert Row("growth", "x", "s", around).cells()["met"] == ""
+
+
+def test_the_report_reads_a_perf_csv_written_before_the_intervals(tmp_path):
+    from mllmtune.perf.table import report_markdown
+
+    (tmp_path / "perf.csv").write_text(
+        "section,figure,unit,median,min,max,repeats,target,met,note\n"
+        "sft,full suite/plain,x,1.01,0.9,1.2,3,<= 1.05,yes,\n"
+    )
+    md = report_markdown(tmp_path)
+    assert "| sft | full suite/plain | 1.010 | 0.900–1.200 | 0.900–1.200 | x | <= 1.05 | yes |" in md
