@@ -18,6 +18,8 @@ FIGURES = {
     "lora suite samples/s",
     "emo-r3/grpo",
     "reflective queries per completion",
+    "reflection seconds per emo-r3 step",
+    "reflection share of an emo-r3 step",
     "full train peak over imports",
     "lora/full",
     "qlora/lora",

@@ -31,7 +31,7 @@ class PerfSizes:
     def quick(cls) -> PerfSizes:
         return cls(
             SFTSizes(steps=3, warmup=1, batch_size=4),
-            GRPOSizes(steps=1, warmup=1, batch_size=4, num_generations=2, max_completion_length=8),
+            GRPOSizes(steps=1, warmup=1, batch_size=4, num_generations=2, max_completion_length=8, cold_start_steps=2),
             mem_steps=2,
             mem_batch=2,
             eval_samples=16,
@@ -92,9 +92,11 @@ def run_perf(
                     ]
             if "grpo" in sections:
                 log("reflection overhead: GRPO step time, EMO-R3 against plain GRPO")
-                g = overhead.reflection_overhead(setup, sizes.grpo, repeats, 0, progress)
+                policy = overhead.cold_started(setup, sizes.grpo, work / "cold-started", 0, progress)
+                g = overhead.reflection_overhead(policy, sizes.grpo, repeats, 0, progress)
                 gs = sizes.grpo
-                note = f"G={gs.num_generations}, {gs.batch_size} per step, <= {gs.max_completion_length} tokens"
+                note = f"{policy.source}; G={gs.num_generations}, {gs.batch_size} per step, "
+                note += f"<= {gs.max_completion_length} tokens"
                 completions = gs.batch_size * (gs.steps + gs.warmup)
                 rows += [
                     _row("grpo", "grpo step", "s", g["grpo"], note),
@@ -106,6 +108,14 @@ def run_perf(
                         "share",
                         [q / (2 * completions) for q in g["queries"]],
                         "completions with reasoning to re-read; at 0 the ratio measures no reflection",
+                    ),
+                    _row("grpo", "reflection seconds per emo-r3 step", "s", g["reflection_s"], "warm-up included"),
+                    _row(
+                        "grpo",
+                        "reflection share of an emo-r3 step",
+                        "share",
+                        _ratios(g["reflection_s"], g["emo-r3"]),
+                        "reflection's seconds over the step's: its cost, free of the runs' other differences",
                     ),
                 ]
         if "memory" in sections:

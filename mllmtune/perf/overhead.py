@@ -162,11 +162,15 @@ def _sft_main(args: dict) -> dict:
 
 @dataclass
 class GRPOSizes:
-    steps: int = 4
+    steps: int = 8
     warmup: int = 1
     num_generations: int = 4
     batch_size: int = 16  # completions per step
     max_completion_length: int = 64
+    # SFT steps on structured answers before either side runs (0: the base as it is). The reflection re-reads only
+    # completions that reason, and a base that rarely writes the template would leave the ratio measuring no
+    # reflection; a short cold start, as `stage.cold_start` gives EMO-R3 recipes, makes the policy reason.
+    cold_start_steps: int = 40
 
 
 def grpo_stage(sizes: GRPOSizes, reflective: bool):
@@ -190,7 +194,10 @@ def grpo_stage(sizes: GRPOSizes, reflective: bool):
 
 
 def count_queries(counter: dict):
-    """Wrap `rewards.policy_asker` so every reflective query is counted (how much reflection the run really did)."""
+    """Wrap `rewards.policy_asker` so every reflective query is counted and timed (how much reflection the run really
+    did, and what it cost inside the step)."""
+    import time
+
     from mllmtune.emo_r3 import rewards
 
     original = rewards.policy_asker
@@ -200,15 +207,20 @@ def count_queries(counter: dict):
 
         def counted(queries):
             counter["queries"] = counter.get("queries", 0) + len(queries)
-            return ask(queries)
+            start = time.perf_counter()
+            try:
+                return ask(queries)
+            finally:
+                counter["seconds"] = counter.get("seconds", 0.0) + time.perf_counter() - start
 
         return counted
 
     return original, counting
 
 
-def grpo_run(setup: Setup, sizes: GRPOSizes, reflective: bool, seed: int, progress) -> tuple[float, int]:
-    """(median steady step time, reflective queries asked) of one GRPO run of the suite's stage."""
+def grpo_run(setup: Setup, sizes: GRPOSizes, reflective: bool, seed: int, progress) -> tuple[float, int, float]:
+    """(median steady step time, reflective queries asked, seconds spent asking them per step) of one GRPO run of
+    the suite's stage; the queries and their seconds count every step, warm-up included."""
     from transformers import set_seed
 
     from mllmtune.emo_r3 import rewards
@@ -228,17 +240,48 @@ def grpo_run(setup: Setup, sizes: GRPOSizes, reflective: bool, seed: int, progre
             run_grpo(bundle.model, bundle.processor, setup.train_rows, stage, Path(out), seed, progress, label)
     finally:
         rewards.policy_asker = original
-    return statistics.median(timer.steady(sizes.warmup)), counter.get("queries", 0)
+    per_step = counter.get("seconds", 0.0) / (sizes.warmup + sizes.steps)
+    return statistics.median(timer.steady(sizes.warmup)), counter.get("queries", 0), per_step
+
+
+def cold_started(setup: Setup, sizes: GRPOSizes, folder: Path, seed: int, progress) -> Setup:
+    """`setup` with its model replaced by a copy trained `sizes.cold_start_steps` SFT steps on structured answers
+    written from the rows' ground-truth cues (the stages' own `cold_start_examples`), saved under `folder`."""
+    from dataclasses import replace
+
+    from transformers import set_seed
+
+    from mllmtune.models import load_bundle
+    from mllmtune.recipe import SFTStage
+    from mllmtune.stages.grpo import cold_start_examples
+    from mllmtune.stages.sft import run_sft
+
+    if sizes.cold_start_steps <= 0:
+        return setup
+    set_seed(seed)
+    bundle = load_bundle(str(setup.model_dir))
+    bundle.model.requires_grad_(True)
+    stage = SFTStage(max_steps=sizes.cold_start_steps, batch_size=16, learning_rate=3e-4, logging_steps=10)
+    examples = cold_start_examples(setup.train_rows, grpo_stage(sizes, True))
+    with tempfile.TemporaryDirectory() as out:
+        run_sft(bundle.model, bundle.processor, examples, stage, Path(out), seed, progress, "perf cold start")
+    bundle.model.save_pretrained(folder)
+    bundle.processor.save_pretrained(folder)
+    note = f"{setup.source}, cold-started {sizes.cold_start_steps} SFT steps on structured answers"
+    return replace(setup, model_dir=folder, source=note)
 
 
 def reflection_overhead(setup: Setup, sizes: GRPOSizes, repeats: int, seed: int, progress) -> dict[str, list]:
-    out: dict[str, list] = {"grpo": [], "emo-r3": [], "queries": []}
+    """Per repeat, the median steady step time of plain GRPO and of EMO-R3 (alternating which runs first) and the
+    reflective queries EMO-R3 asked; both from the same policy (`setup`'s model, cold-started when the sizes say)."""
+    out: dict[str, list] = {"grpo": [], "emo-r3": [], "queries": [], "reflection_s": []}
     for r in range(repeats):
         for reflective in (False, True) if r % 2 == 0 else (True, False):
-            step, queries = grpo_run(setup, sizes, reflective, seed, progress)
+            step, queries, asking = grpo_run(setup, sizes, reflective, seed, progress)
             out["emo-r3" if reflective else "grpo"].append(step)
             if reflective:
                 out["queries"].append(queries)
+                out["reflection_s"].append(asking)
     return out
 
 
