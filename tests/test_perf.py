@@ -16,6 +16,11 @@ FIGURES = {
     "lora suite/plain",
     "freeze suite/plain",
     "lora suite samples/s",
+    "full suite-plain batches+callbacks, share of a step",
+    "lora suite batches+callbacks",
+    "freeze plain batches+callbacks",
+    "lora suite/plain forward+backward",
+    "freeze largest step-loss gap, suite vs plain",
     "emo-r3/grpo",
     "reflective queries per completion",
     "reflection seconds per emo-r3 step",
@@ -45,6 +50,10 @@ def test_perf_quick_writes_every_figure_and_the_report_shows_it(micro_world, tmp
         assert float(r["min"]) <= float(r["median"]) <= float(r["max"]) and int(r["repeats"]) >= 1
     assert all(r["met"] in ("yes", "no", "unclear") for r in rows if r["target"])
     assert all(float(r["ci_low"]) <= float(r["median"]) <= float(r["ci_high"]) for r in rows)
+    gaps = {r["figure"]: float(r["max"]) for r in rows if "step-loss gap" in r["figure"]}
+    assert len(gaps) == 3 and all(g == 0.0 for g in gaps.values()), (
+        gaps
+    )  # the suite trains exactly as the plain Trainer
     (results / "runs.jsonl").write_text(json.dumps(ZERO) + "\n")
     res = runner.invoke(app, ["report", "--results", str(results)])
     assert res.exit_code == 0, res.output
@@ -161,3 +170,46 @@ def test_the_report_reads_a_perf_csv_written_before_the_intervals(tmp_path):
     )
     md = report_markdown(tmp_path)
     assert "| sft | full suite/plain | 1.010 | 0.900–1.200 | 0.900–1.200 | x | <= 1.05 | yes |" in md
+
+
+def test_step_parts_splits_every_step_and_puts_the_trainer_back(tmp_path):
+    import torch
+    from transformers import Trainer, TrainingArguments
+    from transformers.trainer_callback import CallbackHandler
+
+    from mllmtune.perf.common import step_parts, step_timer
+
+    class Tiny(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Linear(2, 1)
+
+        def forward(self, x, labels=None):
+            return {"loss": ((self.w(x).squeeze(-1) - labels) ** 2).mean()}
+
+    rows = [{"x": torch.randn(2), "labels": torch.tensor(float(i % 2))} for i in range(8)]
+    args = TrainingArguments(
+        output_dir=str(tmp_path), per_device_train_batch_size=2, max_steps=4, report_to="none", use_cpu=True
+    )
+    originals = (Trainer.training_step, Trainer.get_batch_samples, CallbackHandler.call_event)
+    with step_parts() as (totals, losses):
+        timer = step_timer(totals)
+        Trainer(model=Tiny(), args=args, train_dataset=rows, callbacks=[timer]).train()
+    assert (Trainer.training_step, Trainer.get_batch_samples, CallbackHandler.call_event) == originals
+    assert len(losses) == 4 and all(loss > 0 for loss in losses)
+    parts = timer.steady_parts(1)
+    assert set(parts) == {"data", "compute", "callbacks"} and all(len(v) == 3 for v in parts.values())
+    steps = timer.steady(1)
+    for i, step in enumerate(steps):  # the parts of a step fit inside it
+        assert 0 < sum(parts[k][i] for k in parts) <= step
+    assert all(v > 0 for v in totals.values())
+
+
+def test_loss_gap():
+    import math
+
+    from mllmtune.perf.overhead import loss_gap
+
+    assert loss_gap([1.0, 2.0], [1.0, 2.0]) == 0.0
+    assert loss_gap([1.0, 2.0], [1.0, 2.5]) == 0.5
+    assert loss_gap([1.0], [1.0, 2.0]) == math.inf

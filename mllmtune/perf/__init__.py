@@ -52,6 +52,18 @@ def _ratios(a: list[float], b: list[float]) -> list[float]:
     return [x / y for x, y in zip(a, b, strict=True)]
 
 
+def _ms(seconds: list[float]) -> list[float]:
+    return [1000 * s for s in seconds]
+
+
+def _added(sides: dict[str, list[float]]) -> list[float]:
+    """Per repeat, the suite's batches+callbacks seconds less the plain script's, over the plain step time."""
+    return [(s - p) / t for s, p, t in zip(sides["suite host"], sides["plain host"], sides["plain"], strict=True)]
+
+
+HOST_NOTE = "median per step of fetching and collating batches plus the Trainer's callbacks"
+
+
 def run_perf(
     results: Path,
     repeats: int = 3,
@@ -89,6 +101,28 @@ def run_perf(
                         _row("sft", f"{name} suite samples/s", "1/s", [b / t for t in sides["suite"]]),
                         _row("sft", f"{name} plain samples/s", "1/s", [b / t for t in sides["plain"]]),
                         _row("sft", f"{name} suite/plain", "x", _ratios(sides["suite"], sides["plain"])),
+                        _row("sft", f"{name} suite batches+callbacks", "ms", _ms(sides["suite host"]), HOST_NOTE),
+                        _row("sft", f"{name} plain batches+callbacks", "ms", _ms(sides["plain host"]), HOST_NOTE),
+                        _row(
+                            "sft",
+                            f"{name} suite-plain batches+callbacks, share of a step",
+                            "share",
+                            _added(sides),
+                            "what the suite's own code adds per step, over the plain step time",
+                        ),
+                        _row(
+                            "sft",
+                            f"{name} suite/plain forward+backward",
+                            "x",
+                            _ratios(sides["suite compute"], sides["plain compute"]),
+                        ),
+                        _row(
+                            "sft",
+                            f"{name} largest step-loss gap, suite vs plain",
+                            "loss",
+                            sides["loss gap"],
+                            "0: both sides computed the same losses, step for step",
+                        ),
                     ]
             if "grpo" in sections:
                 log("reflection overhead: GRPO step time, EMO-R3 against plain GRPO")

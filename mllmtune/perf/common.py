@@ -119,29 +119,82 @@ def param_count(model_dir: Path) -> int:
     return total
 
 
-def step_timer():
+def step_timer(parts: dict[str, float] | None = None):
     """A TrainerCallback that stamps every optimizer step's end; `steady(warmup)` gives the step times after warm-up.
 
     Step k's time runs from the end of step k-1 (or train begin) to the end of step k, so it holds the batch's
     loading and collation, forward, backward, optimizer and any callback work: everything a training step costs.
+    Given the running totals of `step_parts`, it also splits each step (`steady_parts`).
     """
     from transformers import TrainerCallback
 
     class StepTimer(TrainerCallback):
         def __init__(self):
             self.stamps: list[float] = []
+            self.snapshots: list[dict[str, float]] = []
+
+        def _stamp(self):
+            self.stamps.append(time.perf_counter())
+            self.snapshots.append(dict(parts or {}))
 
         def on_train_begin(self, args, state, control, **kw):
-            self.stamps = [time.perf_counter()]
+            self.stamps, self.snapshots = [], []
+            self._stamp()
 
         def on_step_end(self, args, state, control, **kw):
-            self.stamps.append(time.perf_counter())
+            self._stamp()
 
         def steady(self, warmup: int) -> list[float]:
             times = [b - a for a, b in zip(self.stamps, self.stamps[1:], strict=False)]
             return times[warmup:]
 
+        def steady_parts(self, warmup: int) -> dict[str, list[float]]:
+            pairs = list(zip(self.snapshots, self.snapshots[1:], strict=False))[warmup:]
+            return {key: [b[key] - a[key] for a, b in pairs] for key in parts or {}}
+
     return StepTimer()
+
+
+@contextmanager
+def step_parts():
+    """Running totals of where a Trainer's steps spend their time, and every micro-batch's loss, while inside.
+
+    Yields `(totals, losses)`: `totals` holds the seconds in `data` (fetching and collating batches:
+    `Trainer.get_batch_samples`), `compute` (forward and backward: `Trainer.training_step`) and `callbacks`
+    (`CallbackHandler.call_event`); the rest of a step is the optimizer, the schedule and the loop itself. The
+    methods are wrapped on their classes, so this is for a process that runs one measurement (a perf child).
+    """
+    from transformers import Trainer
+    from transformers.trainer_callback import CallbackHandler
+
+    totals = {"data": 0.0, "compute": 0.0, "callbacks": 0.0}
+    losses: list[float] = []
+    originals = {
+        "data": (Trainer, "get_batch_samples", Trainer.get_batch_samples),
+        "compute": (Trainer, "training_step", Trainer.training_step),
+        "callbacks": (CallbackHandler, "call_event", CallbackHandler.call_event),
+    }
+
+    def timed(part, method):
+        def wrapper(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                out = method(*args, **kwargs)
+            finally:
+                totals[part] += time.perf_counter() - start
+            if part == "compute":
+                losses.append(float(out))
+            return out
+
+        return wrapper
+
+    for part, (owner, name, method) in originals.items():
+        setattr(owner, name, timed(part, method))
+    try:
+        yield totals, losses
+    finally:
+        for owner, name, method in originals.values():
+            setattr(owner, name, method)
 
 
 @contextmanager

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import statistics
 import sys
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from mllmtune.perf.common import Setup, loop_callback, step_timer
+from mllmtune.perf.common import Setup, loop_callback, step_parts, step_timer
 
 # The strategies of the overhead figure, configured as the world's recipes configure them.
 SFT_STRATEGIES = {
@@ -45,8 +46,8 @@ def plain_module():
     return module
 
 
-def suite_sft(setup: Setup, strategy: str, sizes: SFTSizes, seed: int, progress) -> list[float]:
-    """Steady-state step times of the suite's SFT stage with `strategy` applied through the registry."""
+def suite_sft(setup: Setup, strategy: str, sizes: SFTSizes, seed: int, progress, timer) -> None:
+    """The suite's SFT stage with `strategy` applied through the registry, stamped by `timer`."""
     from transformers import set_seed
 
     from mllmtune import strategies
@@ -62,7 +63,6 @@ def suite_sft(setup: Setup, strategy: str, sizes: SFTSizes, seed: int, progress)
     stage = SFTStage(
         max_steps=sizes.warmup + sizes.steps, batch_size=sizes.batch_size, learning_rate=sizes.learning_rate
     )
-    timer = step_timer()
     with tempfile.TemporaryDirectory() as out:
         run_sft(
             model,
@@ -76,14 +76,13 @@ def suite_sft(setup: Setup, strategy: str, sizes: SFTSizes, seed: int, progress)
             extra_callbacks=(timer,),
             optimizer=spec.optimizer(model, options, stage) if spec.optimizer else None,
         )
-    return timer.steady(sizes.warmup)
 
 
-def plain_sft(setup: Setup, strategy: str, sizes: SFTSizes, seed: int) -> list[float]:
+def plain_sft(setup: Setup, strategy: str, sizes: SFTSizes, seed: int, timer) -> None:
+    """The plain Trainer script with `strategy` set by hand, stamped by `timer`."""
     from transformers import set_seed
 
     set_seed(seed)
-    timer = step_timer()
     with tempfile.TemporaryDirectory() as out:
         plain_module().train(
             str(setup.model_dir),
@@ -96,18 +95,26 @@ def plain_sft(setup: Setup, strategy: str, sizes: SFTSizes, seed: int) -> list[f
             learning_rate=sizes.learning_rate,
             callbacks=(timer,),
         )
-    return timer.steady(sizes.warmup)
 
 
-def sft_child(setup: Setup, strategy: str, side: str, sizes: SFTSizes, seed: int) -> list[float]:
-    """Steady step times of one side, measured in a fresh interpreter (`python -m mllmtune.perf.overhead`).
+def measured(run, warmup: int) -> dict:
+    """`run(timer)` with its steps timed and split (`common.step_parts`): steady step times, their parts, and the
+    loss of every step (warm-up included, to compare the two sides' computations)."""
+    with step_parts() as (totals, losses):
+        timer = step_timer(totals)
+        run(timer)
+    return {"times": timer.steady(warmup), "parts": timer.steady_parts(warmup), "losses": losses}
+
+
+def sft_child(setup: Setup, strategy: str, side: str, sizes: SFTSizes, seed: int) -> dict:
+    """One side measured in a fresh interpreter (`python -m mllmtune.perf.overhead`): see `measured`.
 
     In one process, each run starts from the allocator state and caches the runs before it left; run that way, the
     same code on the same model read a `full` ratio of 0.955 in one run of the harness and 1.120 (1.102-1.127) in
     the next."""
     from mllmtune.perf.common import run_child
 
-    return run_child("mllmtune.perf.overhead", [child_args(setup, strategy, side, sizes, seed)])["times"]
+    return run_child("mllmtune.perf.overhead", [child_args(setup, strategy, side, sizes, seed)])
 
 
 def child_args(setup: Setup, strategy: str, side: str, sizes: SFTSizes, seed: int) -> str:
@@ -125,22 +132,40 @@ def child_setup(args: dict) -> tuple[Setup, SFTSizes]:
 
 
 def sft_overhead(setup: Setup, sizes: SFTSizes, repeats: int, seed: int, progress=None) -> dict[str, dict[str, list]]:
-    """Per strategy, per repeat: the median step time of each side, each side in its own process. Sides alternate
-    order between repeats, so a slow drift of the shared machine's load does not land on one side."""
-    out: dict[str, dict[str, list]] = {s: {"suite": [], "plain": []} for s in SFT_STRATEGIES}
+    """Per strategy, one value per repeat of: each side's median step time (`suite`, `plain`), its median seconds
+    per step in batch fetching and callbacks (`suite host`, `plain host`: where the suite's own code runs) and in
+    forward and backward (`suite compute`, `plain compute`), and the largest gap between the two sides' step losses
+    (`loss gap`: 0 when both computed the same). Each side runs in its own process; sides alternate order between
+    repeats, so a slow drift of the shared machine's load does not land on one side."""
+    keys = ["suite", "plain", "suite host", "plain host", "suite compute", "plain compute", "loss gap"]
+    out: dict[str, dict[str, list]] = {s: {k: [] for k in keys} for s in SFT_STRATEGIES}
     task = progress.add_task("suite overhead", total=repeats * 2 * len(SFT_STRATEGIES)) if progress else None
     for r in range(repeats):
         for strategy in SFT_STRATEGIES:
+            losses = {}
             for side in ("plain", "suite") if r % 2 == 0 else ("suite", "plain"):
                 if progress:
                     progress.update(task, description=f"suite overhead: {strategy}, {side} (repeat {r + 1})")
-                times = sft_child(setup, strategy, side, sizes, seed)
-                out[strategy][side].append(statistics.median(times))
+                res = sft_child(setup, strategy, side, sizes, seed)
+                parts = res["parts"]
+                host = [d + c for d, c in zip(parts["data"], parts["callbacks"], strict=True)]
+                out[strategy][side].append(statistics.median(res["times"]))
+                out[strategy][f"{side} host"].append(statistics.median(host))
+                out[strategy][f"{side} compute"].append(statistics.median(parts["compute"]))
+                losses[side] = res["losses"]
                 if progress:
                     progress.advance(task)
+            out[strategy]["loss gap"].append(loss_gap(losses["suite"], losses["plain"]))
     if progress:
         progress.remove_task(task)
     return out
+
+
+def loss_gap(a: list[float], b: list[float]) -> float:
+    """The largest difference between two runs' step losses; infinite when they ran different numbers of steps."""
+    if len(a) != len(b) or not a:
+        return math.inf
+    return max(abs(x - y) for x, y in zip(a, b, strict=True))
 
 
 def _sft_main(args: dict) -> dict:
@@ -154,10 +179,11 @@ def _sft_main(args: dict) -> dict:
 
     runtime_setup()
     setup, sizes = child_setup(args)
+    strategy, seed = args["strategy"], args["seed"]
     if args["side"] == "plain":
-        return {"times": plain_sft(setup, args["strategy"], sizes, args["seed"])}
+        return measured(lambda timer: plain_sft(setup, strategy, sizes, seed, timer), sizes.warmup)
     with make_progress(Console(stderr=True)) as progress:
-        return {"times": suite_sft(setup, args["strategy"], sizes, args["seed"], progress)}
+        return measured(lambda timer: suite_sft(setup, strategy, sizes, seed, progress, timer), sizes.warmup)
 
 
 @dataclass
