@@ -29,6 +29,8 @@ FIGURES = {
     "lora/full",
     "qlora/lora",
     "qlora/lora, freed released",
+    "qlora/lora, THP allocations",
+    "qlora train time, THP allocations/default",
     "lora train time, freed released/default",
     "--help minus python",
     "eval per 1,000 samples",
@@ -108,6 +110,20 @@ def test_a_memory_child_loads_the_base_in_the_dtype_it_is_given(micro_world):
     assert out["float32"]["param_dtype"] == "torch.float32"
     assert out["bfloat16"]["param_dtype"] == "torch.bfloat16"
     assert out["bfloat16"]["train_peak_mb"] > out["bfloat16"]["import_mb"] > 0
+
+
+def test_each_heap_setting_reaches_its_memory_child(micro_world, monkeypatch):
+    """THP allocations are PyTorch's environment setting, the release is the stage's; the default child has neither,
+    even under a shell that exports the THP setting."""
+    from mllmtune.perf.memory import HEAPS, run_child
+
+    monkeypatch.setenv("THP_MEM_ALLOC_ENABLE", "1")
+    out = {h: run_child(micro_world.model_dir, "lora", 1, 2, "float32", h) for h in HEAPS}
+    assert {h: (r["thp"], r["release"]) for h, r in out.items()} == {
+        "default": (False, False),
+        "thp": (True, False),
+        "released": (False, True),
+    }
 
 
 def test_perf_rejects_an_unknown_memory_dtype(tmp_path):

@@ -40,10 +40,6 @@ class PerfSizes:
         )
 
 
-# Suffix of the memory figures measured with the stage's `release_freed_memory: true`.
-RELEASED = ", freed released"
-
-
 def _row(section: str, figure: str, unit: str, values: list[float], note: str = "") -> Row:
     return Row(section, figure, unit, values, TARGETS.get(figure), note)
 
@@ -162,15 +158,16 @@ def run_perf(
             note = f"random world-architecture model, {n / 1e6:.0f} M parameters, {memory_dtype}"
             note += f"; batch {sizes.mem_batch}"
             steps = sizes.mem_steps
-            for (name, release), runs in mem.items():
-                if release:  # the same steps with stage.release_freed_memory: true
+            for (name, heap), runs in mem.items():
+                if heap != "default":  # the same steps with another heap setting
+                    suffix = memory.HEAPS[heap].suffix
                     rows += [
-                        _row("memory", f"{name} train peak over imports{RELEASED}", "MB", held[name, True], note),
-                        _row("memory", f"{name} train seconds{RELEASED}", "s", [r["train_s"] for r in runs]),
+                        _row("memory", f"{name} train peak over imports{suffix}", "MB", held[name, heap], note),
+                        _row("memory", f"{name} train seconds{suffix}", "s", [r["train_s"] for r in runs]),
                     ]
                     continue
                 rows += [
-                    _row("memory", f"{name} train peak over imports", "MB", held[name, False], note),
+                    _row("memory", f"{name} train peak over imports", "MB", held[name, heap], note),
                     _row("memory", f"{name} train peak", "MB", [r["train_peak_mb"] for r in runs], "whole process"),
                     _row("memory", f"{name} load peak", "MB", [r["load_peak_mb"] for r in runs]),
                     _row(
@@ -178,16 +175,18 @@ def run_perf(
                     ),
                     _row("memory", f"{name} train seconds", "s", [r["train_s"] for r in runs], f"{steps} steps"),
                 ]
-            for release in (False, True):
-                suffix = RELEASED if release else ""
+            heaps = list(dict.fromkeys(heap for _, heap in mem))
+            for heap in heaps:
+                suffix = memory.HEAPS[heap].suffix
                 for a, b in (("lora", "full"), ("qlora", "lora")):
-                    if (a, release) in held and (b, release) in held:
-                        ratios = _ratios(held[a, release], held[b, release])
+                    if (a, heap) in held and (b, heap) in held:
+                        ratios = _ratios(held[a, heap], held[b, heap])
                         rows.append(_row("memory", f"{a}/{b}{suffix}", "x", ratios, "over imports"))
-            for name, release in mem:
-                if release:
-                    seconds = [[r["train_s"] for r in mem[name, flag]] for flag in (True, False)]
-                    rows.append(_row("memory", f"{name} train time{RELEASED}/default", "x", _ratios(*seconds)))
+            for name, heap in mem:
+                if heap != "default":
+                    seconds = [[r["train_s"] for r in mem[name, h]] for h in (heap, "default")]
+                    figure = f"{name} train time{memory.HEAPS[heap].suffix}/default"
+                    rows.append(_row("memory", figure, "x", _ratios(*seconds)))
         if "startup" in sections:
             st = growth.startup(max(repeats, sizes.startup_repeats))
             rows += [

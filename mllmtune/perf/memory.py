@@ -14,7 +14,12 @@ A process's peak RSS cannot be lowered once reached, so each measurement runs al
   /proc/self/clear_refs; where that is refused it is the whole process's peak);
 - `train_s`: the seconds those steps took (with `release`, what handing freed memory back costs);
 - `release`: whether the stage ran with `release_freed_memory: true` (freed blocks of 1 MiB or more go back to the
-  system instead of staying resident in glibc's heap).
+  system instead of staying resident in glibc's heap);
+- `thp`: whether the child ran with `THP_MEM_ALLOC_ENABLE=1`, PyTorch's own setting that gives CPU tensors of 2 MB
+  or more 2 MB-aligned memory advised for transparent huge pages (read once, when PyTorch first allocates, so it
+  is set in the child's environment).
+
+Each strategy is measured under every heap setting of `HEAPS`.
 
 The targets use `train_peak_mb - import_mb`: the memory the model and its training hold (weights, gradients,
 optimizer state, activations), without the interpreter and libraries every strategy shares.
@@ -24,9 +29,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import resource
 import sys
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 MEM_STRATEGIES = {
@@ -36,10 +43,27 @@ MEM_STRATEGIES = {
 }
 
 
-def _status_mb(field: str) -> float:
+@dataclass(frozen=True)
+class Heap:
+    """How a memory child's heap is set up: figure-name suffix, the stage's release setting, extra environment."""
+
+    suffix: str
+    release: bool = False
+    env: dict = field(default_factory=dict)
+
+
+_NO_THP = {"THP_MEM_ALLOC_ENABLE": "0"}  # PyTorch's default, whatever the calling shell exports
+HEAPS = {
+    "default": Heap("", env=_NO_THP),
+    "thp": Heap(", THP allocations", env={"THP_MEM_ALLOC_ENABLE": "1"}),
+    "released": Heap(", freed released", release=True, env=_NO_THP),
+}
+
+
+def _status_mb(key: str) -> float:
     with open("/proc/self/status") as handle:
         for line in handle:
-            if line.startswith(field + ":"):
+            if line.startswith(key + ":"):
                 return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -90,7 +114,8 @@ def measure(
 
     rows = rendered_rows("train", steps * batch_size)
     gc.collect()
-    out = {"strategy": strategy, "dtype": dtype, "release": release, "import_mb": rss_mb()}
+    thp = os.environ.get("THP_MEM_ALLOC_ENABLE") == "1"
+    out = {"strategy": strategy, "dtype": dtype, "release": release, "thp": thp, "import_mb": rss_mb()}
     bundle = load_bundle(model_dir, dtype=dtype)
     spec = strategies.get(strategy)
     options = spec.options.model_validate(MEM_STRATEGIES[strategy])
@@ -116,38 +141,38 @@ def run_child(
     steps: int,
     batch_size: int,
     dtype: str = "float32",
-    release: bool = False,
+    heap: str = "default",
     timeout: float = 900,
 ) -> dict:
     """One measurement in a fresh interpreter (a process's peak RSS cannot be lowered once reached)."""
     from mllmtune.perf.common import run_child as child
 
-    args = [str(model_dir), strategy, str(steps), str(batch_size), dtype] + (["release"] if release else [])
-    return child("mllmtune.perf.memory", args, timeout, env={"TQDM_DISABLE": "1"})
+    setting = HEAPS[heap]
+    args = [str(model_dir), strategy, str(steps), str(batch_size), dtype] + (["release"] if setting.release else [])
+    return child("mllmtune.perf.memory", args, timeout, env={"TQDM_DISABLE": "1"} | setting.env)
 
 
 def memory_figures(
     model_dir: Path, repeats: int, steps: int, batch_size: int, log=print, dtype: str = "float32"
-) -> dict[tuple[str, bool], list[dict]]:
-    """Per (strategy, release), one child result per repeat (the base loaded in `dtype`), for the default heap and
-    with `release_freed_memory`; QLoRA is skipped (with a note) where 4-bit kernels are missing."""
+) -> dict[tuple[str, str], list[dict]]:
+    """Per (strategy, heap setting of `HEAPS`), one child result per repeat (the base loaded in `dtype`); QLoRA is
+    skipped (with a note) where 4-bit kernels are missing, and the release where glibc's mallopt is."""
     from mllmtune.runtime import RELEASE_UNSUPPORTED, can_release_freed_memory
     from mllmtune.strategies.qlora import fourbit_problem
 
     problem = fourbit_problem()
     if problem:
         log(f"memory: qlora skipped ({problem})")
-    settings = [False, True]
+    heaps = list(HEAPS)
     if not can_release_freed_memory():
         log(f"memory: release_freed_memory skipped ({RELEASE_UNSUPPORTED})")
-        settings = [False]
-    out: dict[tuple[str, bool], list[dict]] = {}
-    for release in settings:
+        heaps = [h for h in heaps if not HEAPS[h].release]
+    out: dict[tuple[str, str], list[dict]] = {}
+    for heap in heaps:
         for name in MEM_STRATEGIES:
             if name == "qlora" and problem:
                 continue
-            runs = [run_child(model_dir, name, steps, batch_size, dtype, release) for _ in range(repeats)]
-            out[name, release] = runs
+            out[name, heap] = [run_child(model_dir, name, steps, batch_size, dtype, heap) for _ in range(repeats)]
     return out
 
 

@@ -30,6 +30,8 @@ TARGETS: dict[str, float] = {
     "qlora/lora": 0.6,
     "lora/full, freed released": 0.5,
     "qlora/lora, freed released": 0.6,
+    "lora/full, THP allocations": 0.5,
+    "qlora/lora, THP allocations": 0.6,
     "--help minus python": 0.5,
 }
 COLUMNS = [
