@@ -90,13 +90,11 @@ def _matches(patterns: list[str] | None, *texts: str) -> bool:
     path and name; a run matches when any pattern does."""
     if not patterns:
         return True
-    for pattern in patterns:
-        if any(ch in pattern for ch in "*?["):
-            if any(fnmatch.fnmatch(t, pattern) for t in texts):
-                return True
-        elif any(pattern in t for t in texts):
-            return True
-    return False
+
+    def hit(pattern: str, text: str) -> bool:
+        return fnmatch.fnmatch(text, pattern) if any(ch in pattern for ch in "*?[") else pattern in text
+
+    return any(hit(p, t) for p in patterns for t in texts)
 
 
 def load_suite(

@@ -204,7 +204,7 @@ def run_perf(
                 _row("growth", "eval per 1,000 samples", "s", ev, f"measured on {n_eval} samples, batch 64"),
                 _row("growth", "report per 10,000 records", "s", rep, f"measured on {n_rep} records, 50 recipes"),
             ]
-    path = write_csv(rows, Path(results) / "perf.csv", repeats)
+    path = write_csv(rows, Path(results) / "perf.csv")
     if console:
         print_table(rows, console)
         log(f"wrote {path}")

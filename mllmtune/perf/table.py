@@ -102,7 +102,7 @@ class Row:
         }
 
 
-def write_csv(rows: list[Row], path: Path, repeats: int) -> Path:
+def write_csv(rows: list[Row], path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=COLUMNS)
