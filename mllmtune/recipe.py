@@ -131,12 +131,13 @@ class TrainLoop(Strict):
         "needs a GPU or a CPU with bf16 instructions (elsewhere it is emulated and slower)",
     )
     save_steps: int = Field(0, ge=0, description="also checkpoint every N steps (0: only when interrupted)")
-    release_freed_memory: bool = Field(
-        False,
-        description="host memory under glibc (Linux): hand every freed block of 1 MiB or more back to the system "
-        "at once instead of keeping it in the heap. On CPU (`mllmtune perf --only memory`, 150 M model, batch 4) "
-        "it lowered the training peak of full / lora / qlora by 9 / 24 / 37% and made their steps 1.2 / 1.4 / 1.7x "
-        "as long. Process-wide from the start of training; does not change what is computed",
+    release_freed_memory: bool | None = Field(
+        None,
+        description="host memory under glibc (Linux): while training, hand every freed block of 1 MiB or more back "
+        "to the system at once instead of keeping it in the heap. Default (null): on when the weights are 4-bit on "
+        "CPU (strategy qlora there), off otherwise. On CPU (`mllmtune perf --only memory`, 150 M model, batch 4) it "
+        "lowered the training peak of full / lora / qlora by 9 / 24 / 37% and made their steps 1.2 / 1.4 / 1.7x as "
+        "long. Does not change what is computed",
     )
 
 

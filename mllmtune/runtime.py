@@ -34,6 +34,7 @@ def setup() -> None:
 
 # glibc's M_MMAP_THRESHOLD parameter of mallopt(3), and the block size from which freed memory goes straight back.
 _M_MMAP_THRESHOLD = -3
+_M_TRIM_THRESHOLD = -1
 RELEASE_FROM_BYTES = 1 << 20
 RELEASE_UNSUPPORTED = "the C library has no mallopt (glibc only)"
 
@@ -54,6 +55,30 @@ def release_freed_memory() -> str | None:
     if mallopt(_M_MMAP_THRESHOLD, RELEASE_FROM_BYTES) != 1:
         return "mallopt refused the threshold"
     return None
+
+
+# Where glibc's own dynamic threshold stops rising on 64-bit systems (DEFAULT_MMAP_THRESHOLD_MAX).
+KEEP_BELOW_BYTES = 32 << 20
+
+
+def keep_freed_memory() -> None:
+    """Undo `release_freed_memory` as far as glibc allows: blocks under 32 MiB come from the heap again.
+
+    glibc has no call that brings its dynamic threshold back once it was set, so the threshold goes to the ceiling
+    that dynamic threshold climbs to (the size of the largest block freed so far, at most 32 MiB). Training in one
+    process after another (`mllmtune bench`) then runs with a heap as it would have had after a few steps."""
+    mallopt = _mallopt()
+    if mallopt is not None:
+        mallopt(_M_MMAP_THRESHOLD, KEEP_BELOW_BYTES)
+        mallopt(_M_TRIM_THRESHOLD, 2 * KEEP_BELOW_BYTES)  # as glibc's dynamic setting pairs them
+
+
+def releases_by_default(model) -> bool:
+    """`release_freed_memory`'s default: on when the model holds 4-bit weights in host memory (strategy `qlora` on
+    CPU). Memory is what that strategy is chosen for, and on CPU the heap's resident freed blocks cancel much of
+    what its 4-bit weights save (README, Performance: measured on a 150 M model). Off where glibc is missing."""
+    four_bit_on_cpu = any(type(p).__name__ == "Params4bit" and p.device.type == "cpu" for p in model.parameters())
+    return four_bit_on_cpu and can_release_freed_memory()
 
 
 def _mallopt():

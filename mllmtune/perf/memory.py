@@ -1,7 +1,7 @@
 """Peak memory of `full`, `lora` and `qlora` SFT steps: one fresh subprocess per strategy, heap setting and repeat.
 
 A process's peak RSS cannot be lowered once reached, so each measurement runs alone:
-`python -m mllmtune.perf.memory MODEL_DIR STRATEGY STEPS BATCH [DTYPE [release]]` prints one JSON line with
+`python -m mllmtune.perf.memory MODEL_DIR STRATEGY STEPS BATCH [DTYPE [on|off]]` prints one JSON line with
 
 - `dtype`: what the base was loaded in (`float32` unless DTYPE says otherwise) and `param_dtype`, what its first
   floating parameter holds once the strategy is applied (QLoRA's reads float32 whatever the base: peft casts what
@@ -13,13 +13,15 @@ A process's peak RSS cannot be lowered once reached, so each measurement runs al
 - `train_peak_mb`: the peak during the SFT steps alone (the kernel's high-water mark is reset first through
   /proc/self/clear_refs; where that is refused it is the whole process's peak);
 - `train_s`: the seconds those steps took (with `release`, what handing freed memory back costs);
-- `release`: whether the stage ran with `release_freed_memory: true` (freed blocks of 1 MiB or more go back to the
-  system instead of staying resident in glibc's heap);
+- `release`: whether the stage released freed memory (`release_freed_memory`: freed blocks of 1 MiB or more go back
+  to the system instead of staying resident in glibc's heap); without on|off, the stage's default decides (on for
+  `qlora` on CPU);
 - `thp`: whether the child ran with `THP_MEM_ALLOC_ENABLE=1`, PyTorch's own setting that gives CPU tensors of 2 MB
   or more 2 MB-aligned memory advised for transparent huge pages (read once, when PyTorch first allocates, so it
   is set in the child's environment).
 
-Each strategy is measured under every heap setting of `HEAPS`.
+Each strategy is measured under every heap setting of `HEAPS`: the suite's defaults, then each setting for all
+three strategies alike.
 
 The targets use `train_peak_mb - import_mb`: the memory the model and its training hold (weights, gradients,
 optimizer state, activations), without the interpreter and libraries every strategy shares.
@@ -45,16 +47,18 @@ MEM_STRATEGIES = {
 
 @dataclass(frozen=True)
 class Heap:
-    """How a memory child's heap is set up: figure-name suffix, the stage's release setting, extra environment."""
+    """How a memory child's heap is set up: figure-name suffix, the stage's release setting (None: the stage's
+    default), extra environment."""
 
     suffix: str
-    release: bool = False
+    release: bool | None = False
     env: dict = field(default_factory=dict)
 
 
 _NO_THP = {"THP_MEM_ALLOC_ENABLE": "0"}  # PyTorch's default, whatever the calling shell exports
 HEAPS = {
-    "default": Heap("", env=_NO_THP),
+    "default": Heap("", release=None, env=_NO_THP),  # what `mllmtune train` does: qlora on CPU releases
+    "kept": Heap(", freed kept", env=_NO_THP),  # glibc's heap as it comes, for every strategy
     "thp": Heap(", THP allocations", env={"THP_MEM_ALLOC_ENABLE": "1"}),
     "released": Heap(", freed released", release=True, env=_NO_THP),
 }
@@ -93,7 +97,7 @@ def reset_peak() -> bool:
 
 
 def measure(
-    model_dir: str, strategy: str, steps: int, batch_size: int, dtype: str = "float32", release: bool = False
+    model_dir: str, strategy: str, steps: int, batch_size: int, dtype: str = "float32", release: bool | None = None
 ) -> dict:
     """In this process: import, load in `dtype`, apply `strategy`, train `steps` SFT steps; the memory marks."""
     import gc
@@ -115,7 +119,7 @@ def measure(
     rows = rendered_rows("train", steps * batch_size)
     gc.collect()
     thp = os.environ.get("THP_MEM_ALLOC_ENABLE") == "1"
-    out = {"strategy": strategy, "dtype": dtype, "release": release, "thp": thp, "import_mb": rss_mb()}
+    out = {"strategy": strategy, "dtype": dtype, "thp": thp, "import_mb": rss_mb()}
     bundle = load_bundle(model_dir, dtype=dtype)
     spec = strategies.get(strategy)
     options = spec.options.model_validate(MEM_STRATEGIES[strategy])
@@ -129,8 +133,9 @@ def measure(
     )
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        run_sft(bundle.model, bundle.processor, rows, stage, Path(tmp), 0, progress=None, label=strategy)
+        summary = run_sft(bundle.model, bundle.processor, rows, stage, Path(tmp), 0, progress=None, label=strategy)
         out["train_s"] = time.perf_counter() - start
+    out["release"] = summary["released_freed_memory"]
     out["train_peak_mb"] = peak_mb()
     return out
 
@@ -148,7 +153,8 @@ def run_child(
     from mllmtune.perf.common import run_child as child
 
     setting = HEAPS[heap]
-    args = [str(model_dir), strategy, str(steps), str(batch_size), dtype] + (["release"] if setting.release else [])
+    args = [str(model_dir), strategy, str(steps), str(batch_size), dtype]
+    args += [] if setting.release is None else ["on" if setting.release else "off"]
     return child("mllmtune.perf.memory", args, timeout, env={"TQDM_DISABLE": "1"} | setting.env)
 
 
@@ -168,16 +174,17 @@ def memory_figures(
         log(f"memory: release_freed_memory skipped ({RELEASE_UNSUPPORTED})")
         heaps = [h for h in heaps if not HEAPS[h].release]
     out: dict[tuple[str, str], list[dict]] = {}
-    for heap in heaps:
-        for name in MEM_STRATEGIES:
-            if name == "qlora" and problem:
-                continue
-            out[name, heap] = [run_child(model_dir, name, steps, batch_size, dtype, heap) for _ in range(repeats)]
+    for _ in range(repeats):  # repeats outermost: a drift of the machine's speed touches every setting alike
+        for heap in heaps:
+            for name in MEM_STRATEGIES:
+                if name == "qlora" and problem:
+                    continue
+                out.setdefault((name, heap), []).append(run_child(model_dir, name, steps, batch_size, dtype, heap))
     return out
 
 
 if __name__ == "__main__":
     model, strategy, n_steps, batch = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     dtype = sys.argv[5] if len(sys.argv) > 5 else "float32"
-    release = sys.argv[6:7] == ["release"]
+    release = {"on": True, "off": False}[sys.argv[6]] if len(sys.argv) > 6 else None
     print(json.dumps(measure(model, strategy, n_steps, batch, dtype, release)), flush=True)

@@ -28,6 +28,8 @@ TARGETS: dict[str, float] = {
     "emo-r3/grpo": 1.5,
     "lora/full": 0.5,
     "qlora/lora": 0.6,
+    "lora/full, freed kept": 0.5,
+    "qlora/lora, freed kept": 0.6,
     "lora/full, freed released": 0.5,
     "qlora/lora, freed released": 0.6,
     "lora/full, THP allocations": 0.5,

@@ -173,23 +173,39 @@ def callbacks(progress, label: str) -> list:
     return out
 
 
-def run(trainer, output_dir: Path, progress, resume_from: str | None = None, release_freed: bool = False) -> dict:
+def run(
+    trainer, output_dir: Path, progress, resume_from: str | None = None, release_freed: bool | None = None
+) -> dict:
     """Train; raises `Cancelled` (checkpoint saved) on SIGINT/SIGTERM and `FloatingPointError` on a non-finite loss.
 
-    `release_freed` is the stage's `release_freed_memory`: freed host memory goes back to the system from here on."""
-    guard = next(cb for cb in trainer.callback_handler.callbacks if hasattr(cb, "bad_loss"))
-    if release_freed:
-        from mllmtune.runtime import release_freed_memory
+    `release_freed` is the stage's `release_freed_memory` (None: `runtime.releases_by_default`): while training,
+    freed host memory goes back to the system."""
+    from mllmtune import runtime
 
-        problem = release_freed_memory()
+    guard = next(cb for cb in trainer.callback_handler.callbacks if hasattr(cb, "bad_loss"))
+    if release_freed is None and runtime.releases_by_default(trainer.model):
+        release_freed = True
+        _warn(
+            progress,
+            "note: 4-bit weights on CPU, so freed host memory goes back to the system while training "
+            "(stage.release_freed_memory: false keeps it in the heap: faster steps, a higher peak)",
+        )
+    released = False
+    if release_freed:
+        problem = runtime.release_freed_memory()
+        released = problem is None
         if problem:
             _warn(progress, f"warning: stage.release_freed_memory has no effect here ({problem})")
     if progress is not None:
         from transformers.trainer_callback import PrinterCallback
 
         trainer.remove_callback(PrinterCallback)  # the live display shows the loss; no raw dicts on stdout
-    with _signals_to(guard):
-        result = trainer.train(resume_from_checkpoint=resume_from)
+    try:
+        with _signals_to(guard):
+            result = trainer.train(resume_from_checkpoint=resume_from)
+    finally:
+        if released:  # evaluation, and later runs of the same process, use the heap as before
+            runtime.keep_freed_memory()
     if guard.bad_loss:
         loss, step = guard.bad_loss
         raise FloatingPointError(f"training loss became {loss} at step {step}; stopped")
@@ -205,4 +221,5 @@ def run(trainer, output_dir: Path, progress, resume_from: str | None = None, rel
         "loss_last": losses[-1] if losses else None,
         "samples_per_s": result.metrics.get("train_samples_per_second"),
         "train_runtime_s": result.metrics.get("train_runtime"),
+        "released_freed_memory": released,
     }
