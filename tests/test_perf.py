@@ -53,6 +53,8 @@ def test_perf_quick_writes_every_figure_and_the_report_shows_it(micro_world, tmp
     for r in rows:
         assert float(r["min"]) <= float(r["median"]) <= float(r["max"]) and int(r["repeats"]) >= 1
     assert all(r["met"] in ("yes", "no", "unclear") for r in rows if r["target"])
+    bounds = {r["figure"]: r["target"] for r in rows if r["figure"].startswith(("lora/full", "qlora/lora"))}
+    assert len(bounds) == 8 and all(b == ("<= 0.5" if f.startswith("lora") else "<= 0.6") for f, b in bounds.items())
     assert all(float(r["ci_low"]) <= float(r["median"]) <= float(r["ci_high"]) for r in rows)
     gaps = {r["figure"]: float(r["max"]) for r in rows if "step-loss gap" in r["figure"]}
     assert len(gaps) == 3 and all(g == 0.0 for g in gaps.values()), (

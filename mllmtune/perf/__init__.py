@@ -181,7 +181,8 @@ def run_perf(
                 for a, b in (("lora", "full"), ("qlora", "lora")):
                     if (a, heap) in held and (b, heap) in held:
                         ratios = _ratios(held[a, heap], held[b, heap])
-                        rows.append(_row("memory", f"{a}/{b}{suffix}", "x", ratios, "over imports"))
+                        target = TARGETS[f"{a}/{b}"]
+                        rows.append(Row("memory", f"{a}/{b}{suffix}", "x", ratios, target, "over imports"))
             for name, heap in mem:  # each setting's step time against glibc's heap as it comes
                 if heap != "kept" and (name, "kept") in mem:
                     seconds = [[r["train_s"] for r in mem[name, h]] for h in (heap, "kept")]
