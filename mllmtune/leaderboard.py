@@ -22,14 +22,14 @@ import pandas as pd
 
 from mllmtune import store
 from mllmtune.evaluation.summary import summarize
-from mllmtune.stats import Paired, paired_bootstrap, read_correct
+from mllmtune.stats import Scores, pair, paired_bootstrap, read_scores
 
 METRICS = ["E", "F", "O", "loss_forgetting", "A_I", "A_O", "A"]
 GROUP = ["model", "strategy", "stage", "recipe", "recipe_hash"]
 LEADERBOARD_COLUMNS = (
     ["model", "strategy", "family", "stage", "recipe", "recipe_hash", "n_seeds"]
     + [f"{m}{s}" for m in ("E", "F", "O") for s in ("", "_lo", "_hi")]
-    + ["loss_forgetting", "A_I", "A_O", "A", "trainable_share", "wall_s", "peak_mem_mb"]
+    + ["interval", "loss_forgetting", "A_I", "A_O", "A", "trainable_share", "wall_s", "peak_mem_mb"]
     + [f"{m}_std" for m in METRICS]
     + ["seeds"]
 )
@@ -127,14 +127,14 @@ def _loads(raw: bytes) -> Any:
 
 
 class _Predictions:
-    """Per-sample correctness of stored runs, read once each; nothing is read when the folder has no `runs/`."""
+    """Per-item scores of stored runs, read once each; nothing is read when the folder has no `runs/`."""
 
     def __init__(self, results: Path) -> None:
         self.results, self.enabled, self.cache = results, (results / "runs").is_dir(), {}
 
-    def get(self, run_id: str, key: str) -> np.ndarray | None:
+    def get(self, run_id: str, key: str) -> Scores | None:
         if self.enabled and (run_id, key) not in self.cache:
-            self.cache[run_id, key] = read_correct(store.predictions_path(self.results, run_id, key))
+            self.cache[run_id, key] = read_scores(store.predictions_path(self.results, run_id, key))
         return self.cache.get((run_id, key))
 
 
@@ -158,20 +158,37 @@ def _same(a: float | None, b: float) -> bool:
     return a is not None and math.isclose(a, b, abs_tol=1e-6)
 
 
-def _group_intervals(group: list[dict], zs: dict, preds: _Predictions):
-    """Bootstrap intervals for one leaderboard row, or ``None`` when any needed prediction file is missing."""
+def _baseline_run(group: list[dict], key: str, zs: dict) -> str | None:
+    """The zero-shot run whose predictions a group's runs were compared against on `key`.
+
+    Runs record it (`baseline_runs`); older records are matched by model, revision, limit and the stored accuracy.
+    """
+    named = {(r.get("_baseline_runs") or {}).get(key) for r in group}
+    if len(named) == 1 and None not in named:
+        return named.pop()
+    first = group[0]
+    stored = {r["_baseline_acc"].get(key) for r in group}
+    candidates = zs.get((first["model"], first["model_revision"], first["eval_limit"], key), [])
+    return next((rid for rid, acc in candidates if stored and all(_same(s, acc) for s in stored)), None)
+
+
+def _group_intervals(group: list[dict], zs: dict, preds: _Predictions, notes: list[str]):
+    """Bootstrap intervals for one leaderboard row, or ``None`` when any needed prediction file is missing or the
+    items do not pair (said in `notes`)."""
     first = group[0]
     target, retention = first["_target"], first["_retention"]
-    pairs: dict[str, Paired] = {}
+    pairs = {}
     for key in dict.fromkeys(target + retention):
-        stored = {r["_baseline_acc"].get(key) for r in group}
-        candidates = zs.get((first["model"], first["model_revision"], first["eval_limit"], key), [])
-        base_id = next((rid for rid, acc in candidates if stored and all(_same(s, acc) for s in stored)), None)
+        base_id = _baseline_run(group, key, zs)
         base = preds.get(base_id, key) if base_id else None
         tuned = [preds.get(r["run_id"], key) for r in group]
-        if base is None or any(t is None or t.shape != base.shape for t in tuned):
+        if base is None or any(t is None for t in tuned):
             return None
-        pairs[key] = Paired(np.stack(tuned), base)
+        paired = pair(tuned, base)
+        if isinstance(paired, str):
+            notes.append(f"{first['recipe']} ({first['model']}), {key}: {paired}; its intervals are left empty")
+            return None
+        pairs[key] = paired
     if not pairs:
         return None
     return paired_bootstrap(pairs, target[0] if target else None, retention)
@@ -203,6 +220,7 @@ def build_report(results: str | Path) -> Report:
         if row["counted"] and not zero:
             row["_scores"], row["_baseline"] = rec["scores"], rec.get("baseline") or {}
             row["_baseline_acc"] = {k: _num(v.get("accuracy")) for k, v in row["_baseline"].items()}
+            row["_baseline_runs"] = rec.get("baseline_runs") or {}
             train_rows.append(row)
 
     runs = pd.DataFrame(rows, columns=list(_flatten({}, {}, None, ([], [])).keys()) + ["counted"])
@@ -216,7 +234,9 @@ def build_report(results: str | Path) -> Report:
     ]
 
     zs_index = _zero_shot_index(good)
-    leaderboard, by_bench, no_pred = _leaderboard(train_rows, _zero_shot_rows(good, roles_by_model), zs_index, results)
+    leaderboard, by_bench, no_pred = _leaderboard(
+        train_rows, _zero_shot_rows(good, roles_by_model), zs_index, results, notes
+    )
     if no_pred:
         notes.append(f"{no_pred} leaderboard row(s) without per-sample predictions: intervals left empty")
     runs = runs.drop(columns=["_target", "_retention"]).sort_values("created_at", kind="stable")
@@ -271,7 +291,7 @@ def _bench_rows(key: tuple, group: list[dict], intervals) -> list[dict]:
 _MEANS = METRICS + ["trainable_share", "wall_s", "peak_mem_mb"]
 
 
-def _leaderboard(train_rows: list[dict], zero_rows: list[dict], zs_index: dict, results: Path):
+def _leaderboard(train_rows: list[dict], zero_rows: list[dict], zs_index: dict, results: Path, notes: list[str]):
     """Average counted runs over seeds per group, attach intervals, and lay out the per-benchmark table."""
     preds = _Predictions(results)
     groups: dict[tuple, list[dict]] = {}
@@ -281,14 +301,16 @@ def _leaderboard(train_rows: list[dict], zero_rows: list[dict], zs_index: dict, 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns (a metric no seed has) stay NaN quietly
         for key, group in groups.items():
-            intervals = _group_intervals(group, zs_index, preds)
-            no_pred += intervals is None
+            said = len(notes)
+            intervals = _group_intervals(group, zs_index, preds, notes)
+            no_pred += intervals is None and len(notes) == said
             values = np.array([[r[m] for m in _MEANS] for r in group], dtype=float)
             row = dict(zip(GROUP, key, strict=True), family=group[0]["family"], n_seeds=len(group))
             row |= dict(zip(_MEANS, np.nanmean(values, axis=0), strict=True))
             std = np.nanstd(values[:, : len(METRICS)], axis=0, ddof=1) if len(group) > 1 else [math.nan] * len(METRICS)
             row |= {f"{m}_std": v for m, v in zip(METRICS, std, strict=True)}
             row["seeds"] = " ".join(str(s) for s in sorted(r["seed"] for r in group))
+            row["interval"] = intervals.levels if intervals is not None else ""
             for m in ("E", "F", "O"):
                 lo_hi = getattr(intervals, m) if intervals is not None else None
                 row[f"{m}_lo"], row[f"{m}_hi"] = lo_hi if lo_hi is not None else (math.nan, math.nan)

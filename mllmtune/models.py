@@ -57,6 +57,8 @@ class Bundle:
     path: str
     revision: str | None = None
     groups: dict[str, list[str]] = field(default_factory=dict)
+    dtype: str = "float32"
+    quantization: str = "none"
 
     def group_prefixes(self, group: str) -> list[str]:
         return self.groups[group]
@@ -200,6 +202,8 @@ def load_bundle(
         path=path,
         revision=revision or world_revision,
         groups=GROUPS[family],
+        dtype=dtype,
+        quantization=quantization,
     )
 
 

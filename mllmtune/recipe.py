@@ -74,17 +74,25 @@ class EvalSpec(Strict):
     )
     target: list[str] = Field(default_factory=lambda: ["emoscenes-photo", "emoscenes-art", "emoscenes-web"])
     retention: list[str] = Field(default_factory=lambda: ["world-general"])
+    also: list[str] | None = Field(
+        None,
+        description="benchmarks scored for the base and the tuned model and reported beside F, in neither E nor F "
+        "(e.g. general sets that hold target-domain items); default: world-emotion-knowledge when the retention "
+        "set is the world's, else none",
+    )
     limit: int | None = Field(None, ge=1, description="score only the first N examples of each benchmark")
     batch_size: int = Field(64, ge=1)
     template: Literal["plain", "emo-r3", "think"] | None = Field(
         None, description="answer format asked of emotion benchmarks; default: the stage's"
     )
 
-    @field_validator("target", "retention")
+    @field_validator("target", "retention", "also")
     @classmethod
-    def _known(cls, names: list[str], info: ValidationInfo) -> list[str]:
+    def _known(cls, names: list[str] | None, info: ValidationInfo) -> list[str] | None:
         from mllmtune.evaluation.declared import BUILTIN
 
+        if names is None:
+            return names
         declared = info.data.get("datasets") or {}
         unknown = [n for n in names if n not in BUILTIN and n not in declared]
         if unknown:
@@ -97,8 +105,10 @@ class EvalSpec(Strict):
         """Declared benchmarks join `BENCHMARKS`, so the evaluation path finds them by name like the world's."""
         from mllmtune.evaluation.declared import register
 
+        if self.also is None:
+            self.also = ["world-emotion-knowledge"] if "world-general" in self.retention else []
         for name, spec in self.datasets.items():
-            register(name, spec, "retention" if name in self.retention else "target")
+            register(name, spec, "target" if name in self.target else "retention")
         return self
 
 

@@ -36,9 +36,19 @@ def fmt_ci(row: pd.Series, metric: str) -> str:
     return f"{text} [{lo:+.1f}, {hi:+.1f}]"
 
 
+LEVELS = {"items": "items", "seeds+items": "seeds × items"}
+
+
+def ci_header(levels) -> str:
+    """'95% CI, items' (one seed: item resampling only) or '95% CI, seeds × items' (two-level), when all rows agree."""
+    kinds = {LEVELS.get(v, "") for v in levels if isinstance(v, str) and v}
+    return f"95% CI, {kinds.pop()}" if len(kinds) == 1 else "95% CI"
+
+
 def display_table(report: Report) -> pd.DataFrame:
     """The leaderboard as text cells, shared by the markdown and the terminal."""
     lb = report.leaderboard
+    ci = ci_header(lb["interval"])
     return pd.DataFrame(
         {
             "model": lb["model"],
@@ -47,9 +57,10 @@ def display_table(report: Report) -> pd.DataFrame:
             "family": lb["family"],
             "stage": lb["stage"],
             "seeds": lb["n_seeds"].astype(str),
-            "E [95% CI]": [fmt_ci(r, "E") for _, r in lb.iterrows()],
-            "F [95% CI]": [fmt_ci(r, "F") for _, r in lb.iterrows()],
-            "O [95% CI]": [fmt_ci(r, "O") for _, r in lb.iterrows()],
+            f"E [{ci}]": [fmt_ci(r, "E") for _, r in lb.iterrows()],
+            f"F [{ci}]": [fmt_ci(r, "F") for _, r in lb.iterrows()],
+            f"O [{ci}]": [fmt_ci(r, "O") for _, r in lb.iterrows()],
+            "CI over": [LEVELS.get(v, "–") if isinstance(v, str) else "–" for v in lb["interval"]],
             "loss fgt": [fmt(v, digits=3) for v in lb["loss_forgetting"]],
             "A^I": [fmt(v, False) for v in lb["A_I"]],
             "A^O": [fmt(v, False) for v in lb["A_O"]],

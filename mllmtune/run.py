@@ -36,6 +36,16 @@ def _model_info(bundle) -> dict:
     return {"id": bundle.model_id, "revision": bundle.revision, "family": bundle.family}
 
 
+def _scored_model(bundle) -> dict:
+    """What of the model decides a zero-shot score (the baseline's key, with the data's fingerprint)."""
+    return {
+        "id": bundle.model_id,
+        "revision": bundle.revision,
+        "dtype": getattr(bundle, "dtype", None),
+        "quantization": getattr(bundle, "quantization", None),
+    }
+
+
 def _eval_keys(names: list[str], template: str = "plain") -> list[str]:
     return [BENCHMARKS[n].key_for(template) for n in names]
 
@@ -49,30 +59,39 @@ def baseline_scores(
     progress,
     console: Console,
     template: str = "plain",
-) -> dict[str, dict[str, float]]:
-    """Zero-shot scores of the untuned model, reused from earlier zero-shot records of the same model and limit.
+) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
+    """Zero-shot scores of the untuned model and the zero-shot run each comes from, keyed by benchmark.
 
-    Benchmarks not scored yet are evaluated now and appended as a zero-shot record, so every model gets its
-    baseline row in the shared table exactly once.
+    A stored zero-shot score is reused only under the same fingerprint (model, dtype, quantization, the items'
+    ids, prompts and answers, the token budget: see `evaluation.runner.Prepared`). Benchmarks not scored yet are
+    evaluated now and appended as a zero-shot record, so every (model, evaluation) gets its baseline row once.
     """
+    from mllmtune.evaluation.runner import prepare
+
+    prepared = prepare(names, limit, template, _scored_model(bundle))
     records, _ = store.read_records(results)  # ([], []) when there is no table yet
-    found: dict[str, dict[str, float]] = {}
+    found: dict[str, tuple[dict[str, float], str]] = {}
     for r in records:
-        if (
-            r.get("stage") == "zero-shot"
-            and r.get("status") == "success"
-            and r["model"].get("id") == bundle.model_id
-            and r["model"].get("revision") == bundle.revision
-            and r["recipe"].get("eval", {}).get("limit") == limit
-        ):
-            found.update(r["scores"])
-    missing = [n for n in names if BENCHMARKS[n].key_for(template) not in found]
+        if r.get("stage") == "zero-shot" and r.get("status") == "success":
+            for key, fp in ((r.get("recipe") or {}).get("eval") or {}).get("fingerprints", {}).items():
+                if key in r.get("scores", {}):
+                    found[fp] = (r["scores"][key], r["run_id"])
+    missing = [p for p in prepared if p.fingerprint not in found]
     if missing:
         asked = "" if template == "plain" else f" (asked in the {template} template)"
-        console.print(f"scoring the base model zero-shot on {', '.join(missing)}{asked}")
-        record = evaluate_model(bundle, missing, limit, batch_size, results, progress, template=template)
-        found.update(record.scores)
-    return {k: found[k] for k in _eval_keys(names, template)}
+        console.print(f"scoring the base model zero-shot on {', '.join(p.name for p in missing)}{asked}")
+        record = evaluate_model(
+            bundle,
+            [p.name for p in missing],
+            limit,
+            batch_size,
+            results,
+            progress,
+            template=template,
+            prepared=missing,
+        )
+        found.update({p.fingerprint: (record.scores[p.key], record.run_id) for p in missing})
+    return {p.key: found[p.fingerprint][0] for p in prepared}, {p.key: found[p.fingerprint][1] for p in prepared}
 
 
 def evaluate_model(
@@ -84,18 +103,30 @@ def evaluate_model(
     progress,
     seed: int = 0,
     template: str = "plain",
+    prepared=None,
 ) -> store.RunRecord:
-    """Score a model as it is and append a zero-shot record."""
+    """Score a model as it is and append a zero-shot record (with each benchmark's fingerprint)."""
     from transformers import set_seed
 
-    from mllmtune.evaluation.runner import evaluate
+    from mllmtune.evaluation.runner import evaluate, prepare
     from mllmtune.provenance import peak_memory_mb, provenance
     from mllmtune.strategies.targets import count_parameters
 
     set_seed(seed)
     t0 = time.time()
-    scores, predictions = evaluate(bundle.model, bundle.processor, names, limit, batch_size, progress, template)
-    recipe = {"model": _model_info(bundle), "eval": {"benchmarks": names, "limit": limit, "template": template}}
+    prepared = prepared if prepared is not None else prepare(names, limit, template, _scored_model(bundle))
+    scores, predictions = evaluate(
+        bundle.model, bundle.processor, names, limit, batch_size, progress, template, prepared=prepared
+    )
+    recipe = {
+        "model": _model_info(bundle) | _scored_model(bundle),
+        "eval": {
+            "benchmarks": names,
+            "limit": limit,
+            "template": template,
+            "fingerprints": {p.key: p.fingerprint for p in prepared},
+        },
+    }
     run_id = store.new_run_id(f"zero-shot-{Path(bundle.model_id).name}")
     for key, rows in predictions.items():
         store.write_predictions(results, run_id, key, rows)
@@ -141,6 +172,29 @@ def train_examples(recipe: Recipe) -> list[dict]:
     return [dict(r, prompt=emotion_prompt(r["labels"]), answer=r["label"]) for r in rows]
 
 
+def check_disjoint(examples: list[dict], names: list[str]) -> None:
+    """Refuse a run whose training rows share an image (same content or same file) with a declared test set."""
+    from mllmtune.sources import overlap
+
+    for name in names:
+        bench = BENCHMARKS[name]
+        spec = getattr(bench, "spec", None)
+        if spec is None:
+            continue
+        shared = overlap(examples, bench.examples(None))
+        if shared:
+            raise UserError(
+                f"{shared} training row(s) of data ({_where(examples)}) are test items of benchmark {name!r} "
+                f"({spec.data.path}, split {spec.data.split!r}): train and test overlap; give them disjoint splits "
+                f"(fix data.split or eval.datasets.{name}.data.split, or use the same holdout on both)"
+            )
+
+
+def _where(examples) -> str:
+    first = examples[0].get("source_row", "") if examples else ""
+    return str(first).rsplit(" row ", 1)[0] or "world"
+
+
 def train(recipe: Recipe, results: Path, console: Console, resume: dict | None = None) -> store.RunRecord | None:
     """Run a recipe end to end. User errors before training append nothing; later failures append `failed`.
 
@@ -151,7 +205,7 @@ def train(recipe: Recipe, results: Path, console: Console, resume: dict | None =
     from transformers import set_seed
 
     from mllmtune import runtime, strategies
-    from mllmtune.evaluation.runner import evaluate
+    from mllmtune.evaluation.runner import evaluate, prepare
     from mllmtune.models import load_model
     from mllmtune.provenance import peak_memory_mb, provenance
     from mllmtune.stages import runner
@@ -165,15 +219,17 @@ def train(recipe: Recipe, results: Path, console: Console, resume: dict | None =
     store.check_writable(results)
     t0 = time.time()
     set_seed(recipe.seed)
-    bundle = load_model(recipe.model)
-    if strategy.check:  # groups that match nothing fail before the baseline is scored and recorded
-        strategy.check(bundle, recipe.strategy)
+    # Data first: a bad source or a test set that overlaps the training rows stops before the model is loaded.
     examples = train_examples(recipe)
+    names = recipe.eval.target + recipe.eval.retention + recipe.eval.also
+    check_disjoint(examples, names)
     if recipe.stage.name == "grpo":  # a bad candidate list fails before anything is scored or recorded
         from mllmtune.stages.grpo import check_labels
 
         check_labels(examples, recipe.stage)
-    names = recipe.eval.target + recipe.eval.retention
+    bundle = load_model(recipe.model)
+    if strategy.check:  # groups that match nothing fail before the baseline is scored and recorded
+        strategy.check(bundle, recipe.strategy)
     run_id = runtime.agree(resume["run_id"] if resume else store.new_run_id(recipe.name))
     main = runtime.is_main()
     if not main:
@@ -192,13 +248,14 @@ def train(recipe: Recipe, results: Path, console: Console, resume: dict | None =
     )
     with make_progress(console) as progress:
         template = recipe.eval.template
-        baseline = (
+        baseline, baseline_runs = (
             baseline_scores(
                 bundle, names, recipe.eval.limit, recipe.eval.batch_size, results, progress, console, template
             )
             if main
-            else {}
+            else ({}, {})
         )
+        prepared = prepare(names, recipe.eval.limit, template) if main else []  # the items the base was scored on
         try:
             set_seed(recipe.seed)
             model = strategy.build(bundle, recipe.strategy, examples)
@@ -223,7 +280,7 @@ def train(recipe: Recipe, results: Path, console: Console, resume: dict | None =
             if not main:
                 return None
             scores, predictions = evaluate(
-                model, bundle.processor, names, recipe.eval.limit, recipe.eval.batch_size, progress, template
+                model, bundle.processor, names, recipe.eval.limit, recipe.eval.batch_size, progress, template, prepared
             )
             model_dir = save_tuned(model, bundle, strategy, recipe.strategy, run_dir / "model")
         except UserError:
@@ -247,6 +304,7 @@ def train(recipe: Recipe, results: Path, console: Console, resume: dict | None =
                     wall_s=round(time.time() - t0, 2),
                     peak_mem_mb=peak_memory_mb(),
                     baseline=baseline,
+                    baseline_runs=baseline_runs,
                     provenance=provenance(),
                     train={} if cancelled else {"traceback": traceback.format_exc()[-4000:]},
                 ),
@@ -267,6 +325,7 @@ def train(recipe: Recipe, results: Path, console: Console, resume: dict | None =
         peak_mem_mb=peak_memory_mb(),
         scores=scores,
         baseline=baseline,
+        baseline_runs=baseline_runs,
         train={**summary, **({"skipped_images": examples.skipped} if hasattr(examples, "skipped") else {})},
         artifacts={"predictions": str(run_dir / "predictions"), "model": str(model_dir)},
         provenance=provenance(),
@@ -282,9 +341,11 @@ def print_summary(console: Console, record: store.RunRecord, recipe: Recipe) -> 
     table = Table(title=f"{record.name}: {record.strategy} ({record.family}), seed {record.seed}")
     for col in ("benchmark", "role", "base acc", "tuned acc", "Δ"):
         table.add_column(col, justify="left" if col in ("benchmark", "role") else "right")
-    for key in target + retention:
+    beside = _eval_keys(recipe.eval.also, template)
+    for key in target + retention + beside:
         b, t = (record.baseline or {}).get(key, {}).get("accuracy"), record.scores[key]["accuracy"]
         role = "in-domain" if key == target[0] else ("target" if key in target else "retention")
+        role = "beside F" if key in beside else role
         table.add_row(
             key, role, f"{b:.1f}" if b is not None else "-", f"{t:.1f}", f"{t - b:+.1f}" if b is not None else "-"
         )

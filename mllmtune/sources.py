@@ -18,6 +18,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from mllmtune.errors import UserError
+from mllmtune.splits import HoldOut, overlap  # noqa: F401  (overlap: the run's train/test check)
 
 LABEL_SETS = {
     "mikels8": ["amusement", "anger", "awe", "contentment", "disgust", "excitement", "fear", "sadness"],
@@ -26,11 +27,15 @@ LABEL_SETS = {
 # Column names tried, in order, for each role when the recipe does not map it.
 ALIASES = {
     "image": ["image", "images", "image_path", "img", "file", "path"],
-    "question": ["question", "problem", "prompt", "query"],
+    "question": ["question", "problem", "prompt", "query", "text"],  # POPE's question column is `text`
     "answer": ["answer", "label", "solution", "emotion"],
     "answers": ["answers"],
     "choices": ["choices", "options"],
+    "context": ["hint", "context"],  # ScienceQA's `hint`: asked before the question, as lmms-eval's scienceqa_img
+    "id": ["id", "question_id", "qid", "item_id", "uid"],
+    "split": ["split"],
 }
+ALL = "all"  # the split that names the whole source
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 SUFFIXES = {"parquet": [".parquet"], "jsonl": [".jsonl", ".json"], "csv": [".csv", ".tsv"]}
 
@@ -44,6 +49,9 @@ class ColumnMap(BaseModel):
     answer: str | None = None
     answers: str | None = Field(None, description="VQA: the annotators' answers (list), for soft accuracy")
     choices: str | None = Field(None, description="multiple choice: the options (list)")
+    context: str | None = Field(None, description="text asked before the question as 'Context: ...' (ScienceQA hint)")
+    id: str | None = Field(None, description="the item's own id; default: a hash of its image and question")
+    split: str | None = Field(None, description="a column naming each row's split")
 
 
 class FileData(BaseModel):
@@ -52,7 +60,21 @@ class FileData(BaseModel):
     model_config = ConfigDict(extra="forbid")
     source: Literal["parquet", "jsonl", "csv", "imagefolder", "hub"]
     path: str = Field(description="a file, a folder of files (or of label folders), or a hub data set id")
-    split: str = Field("train", description="hub split; in a local folder, a sub-folder or file-name prefix")
+    split: str = Field(
+        "train",
+        description="the split: a hub split; locally the rows of split_list, else a sub-folder PATH/SPLIT, files "
+        "named for it (emoset_test.parquet), or a split column; a single file as path is used whole; 'all': the "
+        "whole source on purpose (an out-of-domain test set)",
+    )
+    split_list: str | None = Field(
+        None,
+        description="a JSON / JSONL / text file listing the split's images (paths under path, or entries holding one, "
+        "like EmoSet's train.json) or ids",
+    )
+    holdout: HoldOut | None = Field(
+        None, description="a deterministic held-out split of a source that ships none: split train or test"
+    )
+    require_image: bool = Field(False, description="drop rows without an image (ScienceQA's image questions)")
     revision: str | None = None
     task: Literal["emotion", "vqa"] = "emotion"
     columns: ColumnMap = Field(default_factory=ColumnMap)
@@ -62,7 +84,7 @@ class FileData(BaseModel):
     prompt: str | None = Field(None, description="user text; {question} and {labels} are filled in")
     image_root: str | None = Field(None, description="base of relative image paths; default: the data file's folder")
     on_bad_image: Literal["skip", "fail"] = "fail"
-    limit: int | None = Field(None, ge=1, description="use only the first N rows")
+    limit: int | None = Field(None, ge=1, description="use N rows: a seeded sample, stratified by label")
 
 
 class Examples(list):
@@ -93,51 +115,112 @@ class LazyImage:
         return getattr(self.open(), name)
 
 
-def _files(path: Path, split: str, source: str) -> list[Path]:
-    if path.is_file():
-        return [path]
-    folder = path / split if (path / split).is_dir() else path
-    found = sorted(p for p in folder.iterdir() if p.suffix in SUFFIXES[source])
-    of_split = [p for p in found if p.name.startswith(split)]
-    if not (of_split or found):
-        raise UserError(f"data.path {path}: no {'/'.join(SUFFIXES[source])} files in {folder}")
-    return of_split or found
+def _candidates(path: Path, source: str, key: str) -> list[Path]:
+    found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in SUFFIXES[source])
+    if not found:
+        raise UserError(f"{key}.path {path}: no {'/'.join(SUFFIXES[source])} files")
+    return found
+
+
+def _image_folder(root: Path, key: str) -> list[dict]:
+    rows = [
+        {"image": str(f), "label": d.name, "_where": str(f), "_relpath": f.relative_to(root).as_posix()}
+        for d in sorted(p for p in root.iterdir() if p.is_dir())
+        for f in sorted(d.iterdir())
+        if f.suffix.lower() in IMAGE_SUFFIXES
+    ]
+    if not rows:
+        raise UserError(f"{key}.path {root}: no label sub-folders with images (expected {root}/LABEL/*.jpg)")
+    return rows
+
+
+def _read_frame(file: Path, source: str, key: str):
+    """One file as a DataFrame; a parse failure is one line naming the file (and line, where known)."""
+    import pandas as pd
+
+    try:
+        if source == "parquet":
+            return pd.read_parquet(file)
+        if source == "csv":
+            return pd.read_csv(file, sep="\t" if file.suffix == ".tsv" else ",")
+        text = file.read_text(encoding="utf-8-sig")
+        if file.suffix == ".json" and text.lstrip()[:1] == "[":
+            return pd.DataFrame(json.loads(text))
+        lines = []  # JSON lines; POPE ships them as `.json`
+        for n, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                try:
+                    lines.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise UserError(f"{key}: {file} line {n}: not valid JSON ({exc.msg})") from None
+        return pd.DataFrame(lines)
+    except UserError:
+        raise
+    except Exception as exc:  # pyarrow, pandas and the codecs raise many kinds; each means the file is unreadable
+        raise UserError(f"{key}: {file} is not a readable {source} file ({type(exc).__name__})") from None
+
+
+def _file_rows(files: list[Path], spec: FileData, key: str, root: Path) -> tuple[list[dict], list[str]]:
+    rows, columns = [], []
+    for file in files:
+        frame = _read_frame(file, spec.source, key)
+        columns = columns or list(frame.columns)
+        base = Path(spec.image_root).expanduser() if spec.image_root else file.parent
+        for i, row in enumerate(frame.to_dict("records")):
+            rows.append({**row, "_where": f"{file} row {i}", "_base": base})
+    return rows, columns
 
 
 def _read_table(spec: FileData, key: str) -> tuple[list[dict], list[str]]:
-    """Raw rows (each with `_where`, the file and row for messages) and the column names."""
-    import pandas as pd
+    """Raw rows of the asked split (each with `_where`, the file and row for messages) and the column names."""
+    from mllmtune import splits
 
     if spec.source == "hub":
         return _read_hub(spec, key)
     path = Path(spec.path).expanduser()
     if not path.exists():
         raise UserError(f"{key}.path: {path} does not exist")
+    # `split: all` takes the whole source on purpose (an out-of-domain test set never trained on); with a holdout or
+    # a split list the split comes from elsewhere.
+    whole = spec.holdout is not None or spec.split_list is not None or spec.split == ALL
     if spec.source == "imagefolder":
-        root = path / spec.split if (path / spec.split).is_dir() else path
-        rows = [
-            {"image": str(f), "label": d.name, "_where": str(f)}
-            for d in sorted(p for p in root.iterdir() if p.is_dir())
-            for f in sorted(d.iterdir())
-            if f.suffix.lower() in IMAGE_SUFFIXES
-        ]
-        if not rows:
-            raise UserError(f"{key}.path {root}: no label sub-folders with images (expected {root}/LABEL/*.jpg)")
-        return rows, ["image", "label"]
-    rows, columns = [], []
-    for file in _files(path, spec.split, spec.source):
-        if spec.source == "parquet":
-            frame = pd.read_parquet(file)
-        elif spec.source == "csv":
-            frame = pd.read_csv(file, sep="\t" if file.suffix == ".tsv" else ",")
-        else:
-            lines = [line for line in file.read_text().splitlines() if line.strip()]
-            frame = pd.DataFrame(json.loads(line) for line in lines) if file.suffix == ".jsonl" else None
-            frame = frame if frame is not None else pd.DataFrame(json.loads(file.read_text()))
-        columns = columns or list(frame.columns)
-        base = Path(spec.image_root).expanduser() if spec.image_root else file.parent
-        for i, row in enumerate(frame.to_dict("records")):
-            rows.append({**row, "_where": f"{file} row {i}", "_base": base})
+        if path.is_file():
+            raise UserError(f"{key}.path {path}: source imagefolder needs a folder of label sub-folders")
+        if not whole and not (path / spec.split).is_dir():
+            raise splits.no_split(key, path, spec.split, f"no {spec.split}/ sub-folder")
+        rows, columns = _image_folder(path if whole else path / spec.split, key), ["image", "label"]
+    elif path.is_file():
+        rows, columns = _file_rows([path], spec, key, path.parent)
+        split_col = spec.columns.split or ("split" if "split" in columns else None)
+        if split_col and not whole:
+            rows = splits.filter_by_column(rows, split_col, spec.split, key, path)
+    else:
+        folder = path / spec.split if not whole and (path / spec.split).is_dir() else path
+        files = _candidates(folder, spec.source, key)
+        named = files if whole or folder != path else splits.files_of_split(files, spec.split)
+        rows, columns = _file_rows(named or files, spec, key, path)
+        if not named:
+            split_col = spec.columns.split or ("split" if "split" in columns else None)
+            if split_col is None:
+                raise splits.no_split(
+                    key, path, spec.split, f"no {spec.split}/ sub-folder, no file named for it and no split column"
+                )
+            rows = splits.filter_by_column(rows, split_col, spec.split, key, path)
+    if spec.source != "imagefolder":
+        image_col = spec.columns.image or next((c for c in ALIASES["image"] if c in columns), None)
+        for row in rows:
+            value = row.get(image_col) if image_col else None
+            if isinstance(value, str):
+                row["_relpath"] = Path(value).as_posix()
+    if spec.split_list:
+        listed_file = Path(spec.split_list).expanduser()
+        listed_file = (
+            listed_file if listed_file.is_absolute() else (path if path.is_dir() else path.parent) / listed_file
+        )
+        id_col = spec.columns.id or next((c for c in ALIASES["id"] if c in columns), None)
+        for row in rows:
+            row["_source_id"] = row.get(id_col) if id_col else None
+        rows = splits.keep_listed(rows, splits.read_split_list(listed_file, f"{key}"), listed_file, key)
     return rows, columns
 
 
@@ -146,6 +229,14 @@ def _read_hub(spec: FileData, key: str) -> tuple[list[dict], list[str]]:
 
     try:
         ds = datasets.load_dataset(spec.path, split=spec.split, revision=spec.revision)
+    except RuntimeError as exc:  # datasets 4+ no longer runs a data set's own loading script
+        if "script" not in str(exc).lower():
+            raise
+        raise UserError(
+            f"{key}.path {spec.path!r}: the hub copy is a data set with a loading script, which datasets "
+            f"{datasets.__version__} no longer runs; download its data files (or the hub's parquet conversion) and "
+            f"set {key}.source: parquet and {key}.path: DIR"
+        ) from None
     except (ConnectionError, FileNotFoundError, OSError, ValueError) as exc:
         raise UserError(
             f"{key}.path {spec.path!r}: not cached and the hub cannot be reached ({str(exc).splitlines()[0][:120]}); "
@@ -157,8 +248,6 @@ def _read_hub(spec: FileData, key: str) -> tuple[list[dict], list[str]]:
             ds = ds.cast_column(name, datasets.Image(decode=False))
         elif isinstance(getattr(feature, "feature", None), datasets.Image):
             ds = ds.cast_column(name, datasets.List(datasets.Image(decode=False)))
-    if spec.limit:
-        ds = ds.select(range(min(spec.limit, len(ds))))
     rows = [{**row, "_where": f"{spec.path}:{spec.split} row {i}"} for i, row in enumerate(ds)]
     return rows, list(ds.column_names)
 
@@ -196,18 +285,29 @@ def _image(value, base: Path | None):
     return LazyImage(value)
 
 
-def _check(image) -> str | None:
-    """Why an image cannot be read, or None; `verify` reads the whole file without decoding the pixels."""
-    if not isinstance(image, LazyImage):
-        return None
+def _inspect(image) -> tuple[str | None, str | None, str | None]:
+    """(why the image cannot be read or None, a hash of its bytes, its file path or None).
+
+    `verify` reads the whole file without decoding the pixels; the same bytes give the content hash that ids and the
+    train/test overlap check use.
+    """
     from PIL import Image
 
+    from mllmtune.evaluation.sampling import digest
+
+    if not isinstance(image, LazyImage):  # a decoded image (PIL, from a hub data set)
+        return None, digest(image.tobytes(), str(image.size), image.mode), None
+    file = None
     try:
-        with Image.open(io.BytesIO(image.data) if isinstance(image.data, bytes) else image.data) as img:
+        data = image.data
+        if not isinstance(data, bytes):
+            file = str(Path(data).resolve())
+            data = Path(data).read_bytes()
+        with Image.open(io.BytesIO(data)) as img:
             img.verify()
-    except Exception as exc:  # PIL raises many kinds; any of them means the image is unusable
-        return f"{type(exc).__name__}: {exc}"
-    return None
+    except Exception as exc:  # PIL and the file system raise many kinds; any of them means the image is unusable
+        return f"{type(exc).__name__}: {exc}", None, file
+    return None, digest(data), file
 
 
 def _list(value) -> list:
@@ -248,6 +348,9 @@ def _vqa(row: dict, cols: dict, spec: FileData) -> dict:
         if not answers:
             raise UserError(f"{row['_where']}: no answer (the answer and answers columns are empty)")
         answer = Counter(answers).most_common(1)[0][0]
+    context = str(row.get(cols["context"]) or "").strip() if cols.get("context") else ""
+    if context and context != "nan":
+        question = f"Context: {context}\n{question}"
     prompt = spec.prompt.format(question=question, labels="") if spec.prompt else question
     example = {"answers": answers or [str(answer)], "choices": choices}
     if choices:
@@ -261,11 +364,25 @@ def _vqa(row: dict, cols: dict, spec: FileData) -> dict:
     return {**example, "prompt": prompt, "answer": str(answer).strip()}
 
 
+def _id(row: dict, cols: dict, image_sha: str | None, question: str) -> str:
+    own = row.get(cols["id"]) if cols["id"] else None
+    if own is not None and not (isinstance(own, float) and own != own):
+        return str(int(own) if isinstance(own, float) and own.is_integer() else own)
+    from mllmtune.evaluation.sampling import digest
+
+    return digest(image_sha or "", question)
+
+
 def load_examples(spec: FileData, key: str = "data") -> Examples:
-    """Examples of a data source; `key` is where the spec sits in the recipe, for error messages."""
+    """Examples of a data source; `key` is where the spec sits in the recipe, for error messages.
+
+    Every example carries a stable `id` (the source's own, else a hash of image bytes and question), the hash of its
+    image bytes (`image_sha`) and its file (`image_file`), which the train/test overlap check compares.
+    """
+    from mllmtune import splits
+    from mllmtune.evaluation.sampling import stratified_sample, unique_ids
+
     rows, columns = _read_table(spec, key)
-    if spec.limit:
-        rows = rows[: spec.limit]
     vqa = spec.task == "vqa"
     cols = {
         "image": _column("image", spec, columns, key, required=False),
@@ -273,14 +390,36 @@ def load_examples(spec: FileData, key: str = "data") -> Examples:
         "answer": _column("answer", spec, columns, key, required=not vqa),
         "answers": _column("answers", spec, columns, key, required=False) if vqa else None,
         "choices": _column("choices", spec, columns, key, required=False) if vqa else None,
+        "context": _column("context", spec, columns, key, required=False),
+        "id": _column("id", spec, columns, key, required=False),
     }
     if vqa and not (cols["answer"] or cols["answers"]):
         raise UserError(f"{key}: no answer or answers column (columns present: {', '.join(columns)})")
-    labels = [] if vqa else resolve_labels(spec, [str(r[cols["answer"]]).strip() for r in rows])
+    images = [_image(row.get(cols["image"]), row.get("_base")) if cols["image"] else None for row in rows]
+    if spec.require_image:
+        rows, images = [r for r, i in zip(rows, images, strict=True) if i is not None], [i for i in images if i]
+    inspected = [_inspect(image) if image is not None else (None, None, None) for image in images]
+    ids = unique_ids(
+        [
+            _id(row, cols, sha, str(row.get(cols["question"], "")) if cols["question"] else "")
+            for row, (_, sha, _) in zip(rows, inspected, strict=True)
+        ]
+    )
+    answers = [str(r[cols["answer"]]).strip() if cols["answer"] else "" for r in rows]
+    keep = list(range(len(rows)))
+    if spec.holdout is not None:
+        keep = [
+            t[0]
+            for t in splits.hold_out(
+                list(enumerate(rows)), ids, spec.holdout, spec.split, None if vqa else answers, key
+            )
+        ]
+    if spec.limit:
+        keep = stratified_sample(keep, spec.limit, [ids[i] for i in keep], None if vqa else (lambda i: answers[i]))
+    labels = [] if vqa else resolve_labels(spec, [answers[i] for i in keep])
     out = Examples()
-    for row in rows:
-        image = _image(row.get(cols["image"]), row.get("_base")) if cols["image"] else None
-        problem = _check(image) if image is not None else None
+    for i in keep:
+        row, image, (problem, sha, file) = rows[i], images[i], inspected[i]
         if problem:
             if spec.on_bad_image == "fail":
                 raise UserError(
@@ -289,7 +428,16 @@ def load_examples(spec: FileData, key: str = "data") -> Examples:
             out.skipped += 1
             continue
         example = _vqa(row, cols, spec) if vqa else _emotion(row, cols, labels, spec, key)
-        out.append({**example, "image": image, "source_row": row["_where"]})
+        out.append(
+            {
+                **example,
+                "image": image,
+                "source_row": row["_where"],
+                "id": ids[i],
+                "image_sha": sha,
+                "image_file": file,
+            }
+        )
     if not out:
         raise UserError(f"{key}: {spec.path} yielded no usable examples ({out.skipped} rows with unreadable images)")
     return out

@@ -54,6 +54,8 @@ class RunRecord(BaseModel):
     # A metric that is not a number (NaN) is written as null, so null must read back.
     scores: dict[str, dict[str, float | None]] = {}
     baseline: dict[str, dict[str, float | None]] | None = None
+    # The zero-shot run each baseline score comes from (benchmark key -> run id): the report pairs items against it.
+    baseline_runs: dict[str, str] = {}
     train: dict[str, Any] = {}
     artifacts: dict[str, str] = {}
     provenance: dict[str, Any] = {}

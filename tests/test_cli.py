@@ -79,7 +79,14 @@ def test_train_end_to_end_on_micro_world(micro_world, tmp_path):
         assert key in run
     assert run["status"] == "success" and run["strategy"] == "freeze" and run["family"] == "selective"
     assert 0 < run["trainable_params"] < run["total_params"]
-    assert set(run["scores"]) == {"emoscenes-photo@1", "emoscenes-art@1", "emoscenes-web@1", "world-general@1"}
+    assert set(run["scores"]) == {
+        "emoscenes-photo@1",
+        "emoscenes-art@1",
+        "emoscenes-web@1",
+        "world-general@2",
+        "world-emotion-knowledge@1",
+    }
+    assert set(run["baseline_runs"]) == set(run["scores"])  # each baseline names the zero-shot run it came from
     assert all("accuracy" in m for m in run["scores"].values())
     assert run["train"]["steps"] == 3
     preds = results / "runs" / run["run_id"] / "predictions" / "emoscenes-photo@1.jsonl"

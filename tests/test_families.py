@@ -26,15 +26,15 @@ def data_dir(tmp_path_factory):
     """A JSONL emotion set (train and test) and a JSONL VQA set, with small PNG images beside them."""
     root = tmp_path_factory.mktemp("data")
     (root / "img").mkdir()
-    colors = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30)]
+    colors = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30), (90, 0, 0), (0, 90, 0), (250, 0, 0)]
     for i, color in enumerate(colors):
         Image.new("RGB", (40, 30), color).save(root / "img" / f"{i}.png")
-    emotions = [{"image": f"img/{i}.png", "label": EMOTION6[i]} for i in range(4)]
-    vqa = [
-        {"image": "img/0.png", "question": "What color is it?", "answers": ["red", "red", "dark red"]},
-        {"image": "img/1.png", "question": "Is it green?", "answers": ["yes", "yes", "yes"]},
+    emotions = [{"image": f"img/{i}.png", "label": EMOTION6[i % 4]} for i in range(6)]
+    vqa = [  # images of their own: a test set that shares a training image is refused
+        {"image": "img/6.png", "question": "What color is it?", "answers": ["red", "red", "dark red"]},
+        {"image": "img/5.png", "question": "Is it green?", "answers": ["yes", "yes", "yes"]},
     ]
-    for name, rows in [("train.jsonl", emotions), ("test.jsonl", emotions[:2]), ("vqa.jsonl", vqa)]:
+    for name, rows in [("train.jsonl", emotions[:4]), ("test.jsonl", emotions[4:]), ("vqa.jsonl", vqa)]:
         (root / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
     return root
 

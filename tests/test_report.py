@@ -129,13 +129,18 @@ def test_report_matches_numbers_worked_out_by_hand(tmp_path):
     assert (full.A_I, full.A_O, full.A, full.loss_forgetting) == (50, 100, 75, 0.5)
     assert full.family == "selective" and full.n_seeds == 1 and full.trainable_share == 0.01
 
-    # lora, two seeds: in-domain [1, 0] and [1, 1] vs [0, 0]: seed E = 50 and 100, mean 75, std 35.36. Averaged
-    # per-item differences [100, 50]: draws 50, 75 or 100, interval [50, 100]. Retention 1 -> 1 and 1 -> 0: F = 0
-    # and -100, mean -50 in every draw. O per draw: {0, 25, 50}, interval [0, 50].
+    # lora, two seeds: in-domain [1, 0] and [1, 1] vs [0, 0]: seed E = 50 and 100, mean 75, std 35.36. Two-level
+    # bootstrap: each draw resamples the 2 seeds, then the 2 items. Seeds (0, 0) (chance 1/4): per-item differences
+    # [100, 0], draws 0 / 50 / 100 with 1/4, 1/2, 1/4; seeds (1, 1) (1/4): [100, 100], 100; mixed (1/2): [100, 50],
+    # 50 / 75 / 100. So E draws 0, 50, 75, 100 with chances 1/16, 1/4, 1/4, 7/16: interval [0, 100]. Retention
+    # 1 -> 1 on seed 0 and 1 -> 0 on seed 1: F draws 0 (1/4), -50 (1/2), -100 (1/4): interval [-100, 0]. O = E + F
+    # within a draw: (0, 0) gives 0 / 50 / 100, (1, 1) gives 0, mixed 0 / 25 / 50; P(100) = 1/16 > 2.5%, so the
+    # interval is [0, 100].
     lora = row(lb, "lora")
-    assert (lora.E, lora.E_lo, lora.E_hi) == (75, 50, 100)
-    assert (lora.F, lora.F_lo, lora.F_hi) == (-50, -50, -50)
-    assert (lora.O, lora.O_lo, lora.O_hi) == (25, 0, 50)
+    assert (lora.E, lora.E_lo, lora.E_hi) == (75, 0, 100)
+    assert (lora.F, lora.F_lo, lora.F_hi) == (-50, -100, 0)
+    assert (lora.O, lora.O_lo, lora.O_hi) == (25, 0, 100)
+    assert (lora.interval, full.interval) == ("seeds+items", "items")
     assert lora.n_seeds == 2 and lora.E_std == pytest.approx(50 / math.sqrt(2)) and lora.seeds == "0 1"
 
     base = row(lb, "zero-shot")
@@ -155,18 +160,23 @@ def test_report_matches_numbers_worked_out_by_hand(tmp_path):
     for name in ("runs.csv", "failed.csv", "report.md", "gain_vs_forgetting.png", "metrics.png"):
         assert (out / name).is_file(), name
     md = (out / "report.md").read_text()
-    assert "](gain_vs_forgetting.png)" in md and "+25.0 [+0.0, +50.0]" in md
+    assert "](gain_vs_forgetting.png)" in md and "+25.0 [+0.0, +100.0]" in md and "seeds × items" in md
     assert "lora" in res.output and "sft-full" in res.output
 
 
 def _reference(tuned_by_key: dict, base_by_key: dict, draws: int, seed: int) -> dict[str, tuple[float, float]]:
-    """A plain, loop-by-draw paired bootstrap, independent of mllmtune.stats apart from the RNG stream."""
+    """A plain, loop-by-draw two-level paired bootstrap (seeds, then items), independent of mllmtune.stats apart
+    from the RNG stream: one seed resample per draw for all benchmarks, then each benchmark's item resample."""
     rng = np.random.default_rng(seed)
+    k = len(tuned_by_key[T])
+    seed_draws = rng.integers(0, k, size=(draws, k)) if k > 1 else [list(range(k))] * draws
     per_key = {}
     for key in (T, R):
         tuned, base = np.asarray(tuned_by_key[key], float), np.asarray(base_by_key[key], float)
         idx = rng.integers(0, base.size, size=(draws, base.size))
-        per_key[key] = np.array([np.mean([t[i].mean() - base[i].mean() for t in tuned]) * 100 for i in idx])
+        per_key[key] = np.array(
+            [np.mean([tuned[s][i].mean() - base[i].mean() for s in seeds]) * 100 for seeds, i in zip(seed_draws, idx)]
+        )
     e, f = per_key[T], per_key[R]
     return {m: tuple(np.percentile(v, [2.5, 97.5])) for m, v in (("E", e), ("F", f), ("O", e + f))}
 

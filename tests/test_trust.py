@@ -193,7 +193,9 @@ def test_a_run_whose_train_and_test_are_the_same_rows_is_refused(tmp_path):
     root = _folder(tmp_path / "data")
     data = {"source": "imagefolder", "path": str(root), "holdout": {"fraction": 0.25, "seed": 0}}
     # Two held-out splits of one folder with different seeds: some training images are test images.
-    recipe = _recipe(tmp_path, data | {"split": "train"}, data | {"holdout": {"fraction": 0.5, "seed": 1}, "split": "test"})
+    recipe = _recipe(
+        tmp_path, data | {"split": "train"}, data | {"holdout": {"fraction": 0.5, "seed": 1}, "split": "test"}
+    )
     result = runner.invoke(app, ["train", "--recipe", str(recipe), "--results", str(tmp_path / "res")])
     assert result.exit_code == 2, result.output
     assert "overlap" in result.output and "eval.datasets.emo.data" in result.output
@@ -258,8 +260,18 @@ def test_pope_as_distributed_reads(tmp_path):
     """POPE ships `.json` files holding JSON lines, the question under `text`, the answer under `label`."""
     Image.new("RGB", (8, 8)).save(tmp_path / "COCO_val2014_000000000001.jpg")
     lines = [
-        {"question_id": 1, "image": "COCO_val2014_000000000001.jpg", "text": "Is there a dog in the image?", "label": "no"},
-        {"question_id": 2, "image": "COCO_val2014_000000000001.jpg", "text": "Is there a cat in the image?", "label": "yes"},
+        {
+            "question_id": 1,
+            "image": "COCO_val2014_000000000001.jpg",
+            "text": "Is there a dog in the image?",
+            "label": "no",
+        },
+        {
+            "question_id": 2,
+            "image": "COCO_val2014_000000000001.jpg",
+            "text": "Is there a cat in the image?",
+            "label": "yes",
+        },
     ]
     (tmp_path / "coco_pope_random.json").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
     examples = load_examples(FileData(source="jsonl", path=str(tmp_path / "coco_pope_random.json"), task="vqa"))
@@ -269,8 +281,13 @@ def test_pope_as_distributed_reads(tmp_path):
 
 def test_scienceqa_img_keeps_image_questions_with_their_context(tmp_path):
     rows = [
-        {"image": {"bytes": _png(), "path": None}, "question": "Which is a mammal?", "hint": "Look at the picture.",
-         "choices": ["cat", "fish"], "answer": 0},
+        {
+            "image": {"bytes": _png(), "path": None},
+            "question": "Which is a mammal?",
+            "hint": "Look at the picture.",
+            "choices": ["cat", "fish"],
+            "answer": 0,
+        },
         {"image": None, "question": "What is 2+2?", "hint": "", "choices": ["3", "4"], "answer": 1},
     ]
     pd.DataFrame(rows).to_parquet(tmp_path / "test.parquet")
@@ -299,8 +316,8 @@ def test_script_based_hub_data_set_is_one_line(monkeypatch):
 def test_a_redeclared_data_set_is_scored_again(tmp_path, bundle):
     from rich.console import Console
 
-    from mllmtune.evaluation.declared import register
     from mllmtune.evaluation.benchmarks import BENCHMARKS
+    from mllmtune.evaluation.declared import register
     from mllmtune.run import baseline_scores
 
     results = tmp_path / "res"
@@ -328,3 +345,26 @@ def test_world_retention_set_holds_no_target_domain_items(micro_world):
     assert examples and not [e for e in examples if e["task"] == "emotion_text"]
     assert all(e.get("subset") != "scene" for e in examples)
     assert "world-emotion-knowledge" in BENCHMARKS
+
+
+def test_split_all_takes_a_split_less_folder_whole_on_purpose(tmp_path):
+    root = _folder(tmp_path / "Emotion6")
+    assert len(load_examples(FileData(source="imagefolder", path=str(root), split="all"))) == 12
+
+
+def test_emoset_split_lists_as_distributed(tmp_path):
+    from layouts import make_emoset118k
+
+    made = make_emoset118k(tmp_path)
+    for split, expected in made["splits"].items():
+        spec = FileData(source="imagefolder", path=str(made["path"] / "image"), split=split,
+                        split_list=str(made["path"] / f"{split}.json"))
+        assert len(load_examples(spec)) == len(expected), split
+
+
+def test_split_list_naming_a_missing_image_is_one_line(tmp_path):
+    root = _folder(tmp_path / "data")
+    (tmp_path / "test.json").write_text(json.dumps([["joy", "image/joy/0.png"], ["joy", "image/joy/99.png"]]))
+    spec = FileData(source="imagefolder", path=str(root), split="test", split_list=str(tmp_path / "test.json"))
+    with pytest.raises(UserError, match=r"names 1 item\(s\) not in the data \(first: image/joy/99.png\)"):
+        load_examples(spec)

@@ -22,6 +22,7 @@ class Benchmark:
     domain: str | None = None
     max_new_tokens: int = 8
     higher_is_better: tuple[tuple[str, bool], ...] = (("accuracy", True), ("macro_f1", True), ("answer_nll", False))
+    subsets: tuple[str, ...] = ()  # general benchmarks: the parts of the world's general test split they hold
 
     @property
     def key(self) -> str:
@@ -39,17 +40,24 @@ class Benchmark:
         return MAX_NEW_TOKENS[template] if self.kind == "emotion" and template != "plain" else self.max_new_tokens
 
     def examples(self, limit: int | None = None, template: str = "plain") -> list[dict]:
+        """The benchmark's items with stable ids (`world-split/index`); `limit` is a seeded sample stratified by
+        label (emotions) or task."""
         from mllmtune.emo_r3.template import apply
+        from mllmtune.evaluation.sampling import stratified_sample
         from mllmtune.world.build import load_world_split
 
         if self.kind == "emotion":
-            rows = load_world_split(f"emoscenes-{self.domain}", "test", limit)
-            return [
+            split = f"emoscenes-{self.domain}"
+            rows = [
                 dict(r, prompt=apply(template, emotion_prompt(r["labels"])), answer=r["label"], template=template)
-                for r in rows
+                for r in load_world_split(split, "test")
             ]
-        rows = load_world_split("general", "test", limit)
-        return [dict(r, prompt=r["question"]) for r in rows]
+            for i, r in enumerate(rows):
+                r["id"] = f"{split}/test/{i}"
+            return stratified_sample(rows, limit, [r["id"] for r in rows], stratum=lambda r: r["answer"])
+        rows = [dict(r, prompt=r["question"], id=f"general/test/{i}") for i, r in enumerate(world_general_rows())]
+        rows = [r for r in rows if r["subset"] in self.subsets]
+        return stratified_sample(rows, limit, [r["id"] for r in rows], stratum=lambda r: r["subset"])
 
     def score_one(self, example: dict, output: str) -> tuple[str | None, bool]:
         """(parsed prediction, correct) for one generated output."""
@@ -81,9 +89,9 @@ class Benchmark:
                 [ex["answer"] for ex in examples], y_pred, labels=labels, average="macro", zero_division=0
             )
         else:
-            for task in sorted({ex["task"] for ex in examples}):
-                hits = [c for ex, c in zip(examples, correct, strict=True) if ex["task"] == task]
-                out[f"accuracy/{task}"] = 100.0 * sum(hits) / len(hits)
+            for part in sorted({ex["subset"] for ex in examples}):
+                hits = [c for ex, c in zip(examples, correct, strict=True) if ex["subset"] == part]
+                out[f"accuracy/{part}"] = 100.0 * sum(hits) / len(hits)
         out["parsed"] = 100.0 * sum(p is not None for p in preds) / max(1, len(preds))
         template = examples[0].get("template", "plain") if examples else "plain"
         if self.kind == "emotion" and template != "plain" and outputs is not None:
@@ -91,6 +99,21 @@ class Benchmark:
 
             out |= reasoning_metrics(examples, outputs, template)
         return out
+
+
+def world_general_rows() -> list[dict]:
+    """The world's general test split, each row tagged with its `subset`: its task, with caption matching split
+    into `caption-shape` (shape images) and `caption-scene` (EmoScenes, the target domain)."""
+    from mllmtune.world.build import load_world_split
+    from mllmtune.world.general import caption_subset
+
+    rows, captions = load_world_split("general", "test"), 0
+    for r in rows:
+        r["subset"] = r["task"]
+        if r["task"] == "caption":
+            r["subset"] = f"caption-{caption_subset(captions)}"
+            captions += 1
+    return rows
 
 
 BENCHMARKS: dict[str, Benchmark] = {
@@ -122,11 +145,21 @@ BENCHMARKS: dict[str, Benchmark] = {
         ),
         Benchmark(
             "world-general",
+            2,
+            "retention",
+            "general",
+            "shape VQA, caption matching on shape images, digits (no target-domain items)",
+            max_new_tokens=10,
+            subsets=("vqa", "caption-shape", "digits"),
+        ),
+        Benchmark(
+            "world-emotion-knowledge",
             1,
             "retention",
             "general",
-            "shape VQA, caption matching, digits, emotion knowledge in text",
+            "emotion knowledge in text and caption matching on EmoScenes: the target domain, reported beside F",
             max_new_tokens=10,
+            subsets=("emotion_text", "caption-scene"),
         ),
     ]
 }

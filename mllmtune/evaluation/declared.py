@@ -16,6 +16,8 @@ from mllmtune.evaluation.benchmarks import BENCHMARKS, Benchmark
 from mllmtune.sources import FileData
 
 BUILTIN = frozenset(BENCHMARKS)  # the world's benchmarks, named without a declaration
+PLAIN_TOKENS = 16
+REASONING_TOKENS = 1024
 Metric = Literal["label", "exact_match", "vqa_soft", "multiple_choice", "yes_no"]
 
 
@@ -27,11 +29,17 @@ class DatasetBenchmarkSpec(BaseModel):
     version: int = Field(1, ge=1)
     metric: Metric | None = Field(
         None,
-        description="label (emotion accuracy and macro-F1), exact_match (normalized), vqa_soft "
-        "(min(#matching answers / 3, 1)), multiple_choice (the option's letter), yes_no; default: label for "
-        "emotion data, exact_match for VQA",
+        description="label (emotion accuracy and macro-F1), exact_match (normalized), vqa_soft (the official VQA "
+        "accuracy: mean over the leave-one-annotator-out subsets of min(#matches / 3, 1), after the official answer "
+        "normalisation; for sets with ten answers per question), multiple_choice (the option's letter), yes_no; "
+        "default: label for emotion data, exact_match for VQA",
     )
-    max_new_tokens: int = Field(16, ge=1)
+    max_new_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="generation budget; default 16, or 1024 when an emotion set is asked in a reasoning template "
+        "(emo-r3, think), since a real model's reasoning cut short loses its \\boxed{} answer",
+    )
     description: str = ""
 
 
@@ -41,15 +49,26 @@ class DatasetBenchmark(Benchmark):
     metric: Metric = "label"
 
     def examples(self, limit: int | None = None, template: str = "plain") -> list[dict]:
+        """The declared items (ids from the source, or hashes of image and question); `limit` (or the source's own
+        `limit`) is a seeded sample stratified by label, or by answer for yes/no and multiple choice."""
+        from mllmtune.evaluation.sampling import stratified_sample
         from mllmtune.sources import load_examples
 
         data = self.spec.data
-        rows = load_examples(data.model_copy(update={"limit": limit or data.limit}), f"eval.datasets.{self.name}.data")
+        rows = list(load_examples(data.model_copy(update={"limit": None}), f"eval.datasets.{self.name}.data"))
+        limit = min(x for x in (limit, data.limit, len(rows)) if x is not None)
+        by_answer = self.metric in ("label", "yes_no", "multiple_choice")
+        rows = stratified_sample(rows, limit, [r["id"] for r in rows], (lambda r: r["answer"]) if by_answer else None)
         if self.kind == "emotion" and template != "plain":
             from mllmtune.emo_r3.template import apply
 
             rows = [dict(r, prompt=apply(template, r["prompt"]), template=template) for r in rows]
         return rows
+
+    def new_tokens(self, template: str) -> int:
+        if self.spec is not None and self.spec.max_new_tokens is not None:
+            return self.spec.max_new_tokens
+        return REASONING_TOKENS if self.kind == "emotion" and template != "plain" else PLAIN_TOKENS
 
     def score_one(self, example: dict, output: str) -> tuple[str | None, bool | float]:
         """(parsed prediction, correct); VQA soft accuracy gives a fraction instead of a bool."""
@@ -73,7 +92,9 @@ class DatasetBenchmark(Benchmark):
             return pred, pred is not None and pred == answer.upper()
         pred = parse.answer_span(output).strip()
         if self.metric == "vqa_soft":
-            return pred, parse.vqa_soft_accuracy(output, example["answers"])
+            from mllmtune.evaluation.vqa import vqa_accuracy
+
+            return pred, vqa_accuracy(pred, example["answers"]) if pred else 0.0
         return pred, any(parse.exact_match(output, a) for a in example["answers"])
 
     def metrics(self, examples: list[dict], preds: list[str | None], correct: list, outputs=None) -> dict[str, float]:
@@ -105,7 +126,7 @@ def register(name: str, spec: DatasetBenchmarkSpec, role: Literal["target", "ret
         role=role,
         kind="emotion" if metric == "label" else "general",
         description=spec.description or f"{spec.data.source} {spec.data.path} ({spec.data.split})",
-        max_new_tokens=spec.max_new_tokens,
+        max_new_tokens=spec.max_new_tokens or PLAIN_TOKENS,
         spec=spec,
         metric=metric,
     )

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from mllmtune.data import ChatCollator, encode_prompts
 from mllmtune.evaluation.benchmarks import BENCHMARKS, Benchmark
@@ -61,6 +63,38 @@ def answer_nll(model, processor, examples: list[dict], batch_size: int) -> float
     return total / tokens if tokens else math.nan
 
 
+@dataclass
+class Prepared:
+    """One benchmark ready to score: its items (the `limit` sample), token budget and fingerprint.
+
+    The fingerprint hashes everything that decides the base model's score on it: the model (id, revision, dtype,
+    quantization), the benchmark's key, the token budget, and each item's id, prompt and reference answer (which
+    covers the data's content, the prompt template and the limit sample). A zero-shot score is reused only under the
+    same fingerprint, so a re-declared data set or a new prompt is scored again.
+    """
+
+    name: str
+    key: str
+    examples: list[dict]
+    new_tokens: int
+    fingerprint: str
+
+
+def prepare(names: list[str], limit: int | None, template: str = "plain", model: dict | None = None) -> list[Prepared]:
+    from mllmtune.evaluation.sampling import digest
+
+    out = []
+    for name in names:
+        bench: Benchmark = BENCHMARKS[name]
+        examples = bench.examples(limit, template)
+        tokens = bench.new_tokens(template)
+        key = bench.key_for(template)
+        items = [[str(ex["id"]), str(ex["prompt"]), str(ex["answer"])] for ex in examples]
+        body = {"model": model or {}, "key": key, "tokens": tokens, "items": items}
+        out.append(Prepared(name, key, examples, tokens, digest(json.dumps(body, sort_keys=True))))
+    return out
+
+
 def evaluate(
     model,
     processor,
@@ -69,33 +103,34 @@ def evaluate(
     batch_size: int = 64,
     progress=None,
     template: str = "plain",
+    prepared: list[Prepared] | None = None,
 ) -> tuple[dict[str, dict[str, float]], dict[str, list[dict]]]:
-    """Scores `{key: {metric: value}}` and per-sample predictions per benchmark; emotion benchmarks are asked in
-    `template` (keys from `Benchmark.key_for`)."""
+    """Scores `{key: {metric: value}}` and per-item predictions (with each item's stable `id`) per benchmark;
+    emotion benchmarks are asked in `template` (keys from `Benchmark.key_for`)."""
     scores: dict[str, dict[str, float]] = {}
     predictions: dict[str, list[dict]] = {}
-    for name in names:
-        bench: Benchmark = BENCHMARKS[name]
-        examples = bench.examples(limit, template)
-        task = progress.add_task(f"eval {name}", total=len(examples)) if progress else None
+    for item in prepared if prepared is not None else prepare(names, limit, template):
+        bench: Benchmark = BENCHMARKS[item.name]
+        examples = item.examples
+        task = progress.add_task(f"eval {item.name}", total=len(examples)) if progress else None
         advance = (lambda n, t=task: progress.advance(t, n)) if progress else None
-        outputs = generate(model, processor, examples, batch_size, bench.new_tokens(template), advance)
+        outputs = generate(model, processor, examples, batch_size, item.new_tokens, advance)
         scored = [bench.score_one(ex, out) for ex, out in zip(examples, outputs, strict=True)]
         preds = [p for p, _ in scored]
         correct = [c for _, c in scored]
         metrics = bench.metrics(examples, preds, correct, outputs)
         if bench.role == "retention":
             metrics["answer_nll"] = answer_nll(model, processor, examples, batch_size)
-        key = bench.key_for(template)
-        scores[key] = metrics
-        predictions[key] = [
+        scores[item.key] = metrics
+        predictions[item.key] = [
             {
+                "id": str(ex["id"]),
                 "index": i,
                 "answer": ex["answer"],
                 "output": out,
                 "pred": p,
                 "correct": c,
-                **({"task": ex["task"]} if "task" in ex else {}),
+                **({"subset": ex["subset"]} if "subset" in ex else {}),
             }
             for i, (ex, out, p, c) in enumerate(zip(examples, outputs, preds, correct, strict=True))
         ]

@@ -239,12 +239,17 @@ def _perturb_shapes(items: list[dict[str, Any]], rng: np.random.Generator) -> li
     return sorted(items, key=lambda x: x["quad"])
 
 
+def caption_subset(k: int) -> str:
+    """Which image the k-th caption row (in generation order) shows: 'scene' (an EmoScene) or 'shape'."""
+    return "scene" if (k // 2) % 2 == 0 else "shape"
+
+
 def caption_rows(rng: np.random.Generator, n: int) -> list[Row]:
     """Image-text matching: even rows 'yes', odd rows 'no'; pairs alternate EmoScene and shape images."""
     rows = []
     for i in range(n):
         match = i % 2 == 0
-        if (i // 2) % 2 == 0:
+        if caption_subset(i) == "scene":
             scene = sample_scene(rng, DOMAINS[int(rng.integers(len(DOMAINS)))])
             image, text = render(scene, rng), describe(scene)
             if not match:
