@@ -10,11 +10,14 @@ TORCH := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "torch" || echo "
 
 install: $(STAMP)
 
+# lmms-eval goes in without its requirements (an unpinned torchvision among them pulls a CUDA torch over the CPU
+# build); the `lmms` extra holds the runtime imports the adapter needs.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH)"
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -e ".[dev,lmms]"
+	$(BIN)/pip install -q --no-deps "lmms-eval==0.7.3"
 	touch $(STAMP)
 
 # The quick suite (one or two strategies per family) on the embedded world, then the leaderboard. Runs already

@@ -103,7 +103,9 @@ def eval_(
             "options given here win",
         ),
     ] = None,
-    limit: Annotated[int | None, typer.Option(help="score only the first N examples of each")] = None,
+    limit: Annotated[
+        int | None, typer.Option(help="score N items of each: a seeded sample stratified by label, task or answer")
+    ] = None,
     batch_size: Annotated[int | None, typer.Option(help="prompts per generation batch (default 64)")] = None,
     template: Annotated[
         str | None, typer.Option(help="answer format asked of emotion benchmarks: plain, emo-r3 or think")
@@ -122,7 +124,14 @@ def eval_(
         limit = limit if limit is not None else spec.eval.limit
         batch_size = batch_size or spec.eval.batch_size
         template = template or spec.eval.template
-    names = list(benchmarks or []) or (spec.eval.target + spec.eval.retention if spec else list(BENCHMARKS))
+    names = list(benchmarks or []) or (
+        spec.eval.target + spec.eval.retention + spec.eval.also if spec else list(BENCHMARKS)
+    )
+    from mllmtune.evaluation import lmms_tasks
+
+    if any(lmms_tasks.is_lmms(n) for n in names):
+        lmms = spec.eval.lmms if spec else lmms_tasks.LmmsSpec()
+        lmms_tasks.register(names, lmms, spec.eval.retention if spec else names)
     unknown = [b for b in names if b not in BENCHMARKS]
     if unknown:
         hint = "" if spec else " (a recipe's eval.datasets are known with --recipe)"
@@ -156,8 +165,11 @@ def validate(recipes: Annotated[list[Path], typer.Argument(help="recipe YAML fil
     """Check recipes without running them."""
     from mllmtune.recipe import load_recipe
 
+    from mllmtune.evaluation import lmms_tasks
+
     for path in recipes:
         r = load_recipe(path)
+        lmms_tasks.check_names(r.eval.target + r.eval.retention + r.eval.also, r.eval.lmms)
         console.print(f"ok {path}: {r.name} ({r.strategy.name}, {r.stage.name}), hash {r.hash()}")
 
 

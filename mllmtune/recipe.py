@@ -26,6 +26,7 @@ from pydantic import (
 
 from mllmtune.errors import UserError
 from mllmtune.evaluation.declared import DatasetBenchmarkSpec
+from mllmtune.evaluation.lmms_tasks import LmmsSpec, is_lmms
 from mllmtune.sources import FileData
 from mllmtune.strategies import REGISTRY
 
@@ -80,7 +81,10 @@ class EvalSpec(Strict):
         "(e.g. general sets that hold target-domain items); default: world-emotion-knowledge when the retention "
         "set is the world's, else none",
     )
-    limit: int | None = Field(None, ge=1, description="score only the first N examples of each benchmark")
+    lmms: LmmsSpec = Field(default_factory=LmmsSpec, description="lmms-eval tasks (named lmms:TASK)")
+    limit: int | None = Field(
+        None, ge=1, description="score N items of each benchmark: a seeded sample stratified by label, task or answer"
+    )
     batch_size: int = Field(64, ge=1)
     template: Literal["plain", "emo-r3", "think"] | None = Field(
         None, description="answer format asked of emotion benchmarks; default: the stage's"
@@ -94,10 +98,13 @@ class EvalSpec(Strict):
         if names is None:
             return names
         declared = info.data.get("datasets") or {}
-        unknown = [n for n in names if n not in BUILTIN and n not in declared]
+        unknown = [n for n in names if n not in BUILTIN and n not in declared and not is_lmms(n)]
         if unknown:
             known = ", ".join(sorted(BUILTIN | set(declared)))
-            raise ValueError(f"unknown benchmark {unknown[0]!r}; known: {known} (or declare it under eval.datasets)")
+            raise ValueError(
+                f"unknown benchmark {unknown[0]!r}; known: {known} (or declare it under eval.datasets, or name an "
+                "lmms-eval task as lmms:TASK)"
+            )
         return names
 
     @model_validator(mode="after")

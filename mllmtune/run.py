@@ -205,6 +205,7 @@ def train(recipe: Recipe, results: Path, console: Console, resume: dict | None =
     from transformers import set_seed
 
     from mllmtune import runtime, strategies
+    from mllmtune.evaluation import lmms_tasks
     from mllmtune.evaluation.runner import evaluate, prepare
     from mllmtune.models import load_model
     from mllmtune.provenance import peak_memory_mb, provenance
@@ -222,6 +223,7 @@ def train(recipe: Recipe, results: Path, console: Console, resume: dict | None =
     # Data first: a bad source or a test set that overlaps the training rows stops before the model is loaded.
     examples = train_examples(recipe)
     names = recipe.eval.target + recipe.eval.retention + recipe.eval.also
+    lmms_tasks.register(names, recipe.eval.lmms, recipe.eval.retention)  # lmms-eval tasks: checked, then named
     check_disjoint(examples, names)
     if recipe.stage.name == "grpo":  # a bad candidate list fails before anything is scored or recorded
         from mllmtune.stages.grpo import check_labels

@@ -224,6 +224,14 @@ def _read_table(spec: FileData, key: str) -> tuple[list[dict], list[str]]:
     return rows, columns
 
 
+def _offline(spec: FileData, key: str, exc: Exception) -> UserError:
+    return UserError(
+        f"{key}.path {spec.path!r}: not cached and the hub cannot be reached ({str(exc).splitlines()[0][:120]}); "
+        f"where there is network run `hf download --repo-type dataset {spec.path} --local-dir DIR`, then set "
+        f"{key}.source: parquet and {key}.path: DIR"
+    )
+
+
 def _read_hub(spec: FileData, key: str) -> tuple[list[dict], list[str]]:
     import datasets
 
@@ -237,12 +245,13 @@ def _read_hub(spec: FileData, key: str) -> tuple[list[dict], list[str]]:
             f"{datasets.__version__} no longer runs; download its data files (or the hub's parquet conversion) and "
             f"set {key}.source: parquet and {key}.path: DIR"
         ) from None
-    except (ConnectionError, FileNotFoundError, OSError, ValueError) as exc:
-        raise UserError(
-            f"{key}.path {spec.path!r}: not cached and the hub cannot be reached ({str(exc).splitlines()[0][:120]}); "
-            f"where there is network run `hf download --repo-type dataset {spec.path} --local-dir DIR`, then set "
-            f"{key}.source: parquet and {key}.path: DIR"
-        ) from None
+    except ValueError as exc:
+        if "split" not in str(exc).lower():
+            raise _offline(spec, key, exc) from None
+        reason = str(exc).splitlines()[0][:160]
+        raise UserError(f"{key}.split {spec.split!r}: not a split of {spec.path} ({reason})") from None
+    except (ConnectionError, FileNotFoundError, OSError) as exc:
+        raise _offline(spec, key, exc) from None
     for name, feature in ds.features.items():  # keep image bytes undecoded, as for local files
         if isinstance(feature, datasets.Image):
             ds = ds.cast_column(name, datasets.Image(decode=False))

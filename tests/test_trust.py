@@ -368,3 +368,20 @@ def test_split_list_naming_a_missing_image_is_one_line(tmp_path):
     spec = FileData(source="imagefolder", path=str(root), split="test", split_list=str(tmp_path / "test.json"))
     with pytest.raises(UserError, match=r"names 1 item\(s\) not in the data \(first: image/joy/99.png\)"):
         load_examples(spec)
+
+
+def test_a_hub_split_that_does_not_exist_is_one_line(monkeypatch):
+    import datasets
+
+    def refuse(*a, **k):
+        raise ValueError("Unknown split \"tset\". Should be one of ['train', 'test'].")
+
+    monkeypatch.setattr(datasets, "load_dataset", refuse)
+    with pytest.raises(UserError, match=r"data.split 'tset': not a split of someone/EmoSet2k \(Unknown split"):
+        load_examples(FileData(source="hub", path="someone/EmoSet2k", split="tset"))
+
+
+def test_a_split_column_without_the_split_is_one_line(tmp_path):
+    pd.DataFrame([{"image": None, "answer": "joy", "split": "train"}]).to_parquet(tmp_path / "all.parquet")
+    with pytest.raises(UserError, match=r"data.split 'test': not a value of .*'split' column \(values: train\)"):
+        load_examples(FileData(source="parquet", path=str(tmp_path), split="test"))

@@ -83,13 +83,18 @@ class Prepared:
 def prepare(names: list[str], limit: int | None, template: str = "plain", model: dict | None = None) -> list[Prepared]:
     from mllmtune.evaluation.sampling import digest
 
+    from mllmtune.evaluation.lmms_tasks import LmmsBenchmark, fingerprint
+
     out = []
     for name in names:
         bench: Benchmark = BENCHMARKS[name]
         examples = bench.examples(limit, template)
         tokens = bench.new_tokens(template)
         key = bench.key_for(template)
-        items = [[str(ex["id"]), str(ex["prompt"]), str(ex["answer"])] for ex in examples]
+        if isinstance(bench, LmmsBenchmark):  # lmms-eval picks the items: its task's content and the limit decide
+            items = {"task": fingerprint(bench), "limit": limit}
+        else:
+            items = [[str(ex["id"]), str(ex["prompt"]), str(ex["answer"])] for ex in examples]
         body = {"model": model or {}, "key": key, "tokens": tokens, "items": items}
         out.append(Prepared(name, key, examples, tokens, digest(json.dumps(body, sort_keys=True))))
     return out
@@ -107,10 +112,20 @@ def evaluate(
 ) -> tuple[dict[str, dict[str, float]], dict[str, list[dict]]]:
     """Scores `{key: {metric: value}}` and per-item predictions (with each item's stable `id`) per benchmark;
     emotion benchmarks are asked in `template` (keys from `Benchmark.key_for`)."""
+    from mllmtune.evaluation import lmms_tasks
+
     scores: dict[str, dict[str, float]] = {}
     predictions: dict[str, list[dict]] = {}
-    for item in prepared if prepared is not None else prepare(names, limit, template):
+    items = prepared if prepared is not None else prepare(names, limit, template)
+    standard = [BENCHMARKS[p.name] for p in items if isinstance(BENCHMARKS[p.name], lmms_tasks.LmmsBenchmark)]
+    if standard:  # scored by lmms-eval on this model, stored like the rest
+        got = lmms_tasks.evaluate(model, processor, standard, limit, batch_size, progress)
+        scores |= got[0]
+        predictions |= got[1]
+    for item in items:
         bench: Benchmark = BENCHMARKS[item.name]
+        if isinstance(bench, lmms_tasks.LmmsBenchmark):
+            continue
         examples = item.examples
         task = progress.add_task(f"eval {item.name}", total=len(examples)) if progress else None
         advance = (lambda n, t=task: progress.advance(t, n)) if progress else None
