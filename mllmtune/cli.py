@@ -163,9 +163,8 @@ def eval_(
 @command()
 def validate(recipes: Annotated[list[Path], typer.Argument(help="recipe YAML files")]) -> None:
     """Check recipes without running them."""
-    from mllmtune.recipe import load_recipe
-
     from mllmtune.evaluation import lmms_tasks
+    from mllmtune.recipe import load_recipe
 
     for path in recipes:
         r = load_recipe(path)

@@ -265,7 +265,10 @@ def test_emo_r3_with_cold_start_through_the_cli(micro_world, tmp_path):
     assert [r["stage"] for r in records] == ["zero-shot", "grpo"]
     run = records[1]
     assert run["status"] == "success" and run["recipe"]["eval"]["template"] == "emo-r3"
-    assert set(run["scores"]) == {f"emoscenes-{d}/emo-r3@1" for d in ("photo", "art", "web")} | {"world-general@2", "world-emotion-knowledge@1"}
+    assert set(run["scores"]) == {f"emoscenes-{d}/emo-r3@1" for d in ("photo", "art", "web")} | {
+        "world-general@2",
+        "world-emotion-knowledge@1",
+    }
     assert {"structured", "step3_polarity"} <= set(run["scores"]["emoscenes-photo/emo-r3@1"])
     assert run["train"]["cold_start"]["steps"] > 0 and run["train"]["steps"] == 2
     assert {"accuracy_reward", "format_reward", "coherence_reward", "consistency_reward"} <= set(

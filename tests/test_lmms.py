@@ -14,7 +14,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from mllmtune.errors import UserError
-from mllmtune.evaluation import lmms
+from mllmtune.evaluation import lmms, lmms_lookup
 
 COLORS = ["red", "blue", "green", "yellow"]
 VQA_SCORE = {0: 0.0, 1: 0.3, 2: 0.6, 3: 0.9, 4: 1.0}  # official VQA: mean over the 10 leave-one-out min(1, k/3)
@@ -370,7 +370,7 @@ def test_missing_install_gives_the_command(monkeypatch, tasks):
 
 def test_cli_import_path_does_not_load_lmms_eval():
     code = (
-        "import sys, mllmtune.cli, mllmtune.evaluation.lmms; "
+        "import sys, mllmtune.cli, mllmtune.evaluation.lmms, mllmtune.evaluation.lmms_lookup; "
         "bad = [m for m in sys.modules if m.split('.')[0] in ('lmms_eval', 'loguru')]; assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -380,7 +380,7 @@ def test_import_leaves_warnings_and_stdout_alone(capfd):
     import warnings
 
     before = list(warnings.filters)
-    lmms._load()
+    lmms_lookup.load()
     assert warnings.filters == before
     from loguru import logger
 

@@ -175,7 +175,10 @@ def _reference(tuned_by_key: dict, base_by_key: dict, draws: int, seed: int) -> 
         tuned, base = np.asarray(tuned_by_key[key], float), np.asarray(base_by_key[key], float)
         idx = rng.integers(0, base.size, size=(draws, base.size))
         per_key[key] = np.array(
-            [np.mean([tuned[s][i].mean() - base[i].mean() for s in seeds]) * 100 for seeds, i in zip(seed_draws, idx)]
+            [
+                np.mean([tuned[s][i].mean() - base[i].mean() for s in seeds]) * 100
+                for seeds, i in zip(seed_draws, idx, strict=True)
+            ]
         )
     e, f = per_key[T], per_key[R]
     return {m: tuple(np.percentile(v, [2.5, 97.5])) for m, v in (("E", e), ("F", f), ("O", e + f))}

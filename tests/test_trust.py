@@ -170,7 +170,7 @@ def test_holdout_split_is_disjoint_stratified_and_stable(tmp_path):
     assert [e["id"] for e in load_examples(FileData(**spec, split="test"))] == [e["id"] for e in test]
 
 
-def _recipe(tmp_path: Path, data: dict, eval_data: dict) -> Path:
+def _recipe(tmp_path: Path, data: dict, eval_data: dict, name: str = "emo") -> Path:
     import yaml
 
     path = tmp_path / "r.yaml"
@@ -182,11 +182,21 @@ def _recipe(tmp_path: Path, data: dict, eval_data: dict) -> Path:
                 "data": data,
                 "strategy": {"name": "lora"},
                 "stage": {"max_steps": 1},
-                "eval": {"datasets": {"emo": {"data": eval_data}}, "target": ["emo"], "retention": []},
+                "eval": {"datasets": {name: {"data": eval_data}}, "target": [name], "retention": []},
             }
         )
     )
     return path
+
+
+def test_a_run_that_trains_on_its_test_source_is_refused(tmp_path):
+    root = _folder(tmp_path / "data")
+    same = {"source": "imagefolder", "path": str(root), "split": "all"}
+    recipe = _recipe(tmp_path, same, same, name="emo-whole")
+    result = runner.invoke(app, ["train", "--recipe", str(recipe), "--results", str(tmp_path / "res")])
+    assert result.exit_code == 2, result.output
+    assert "12 training row(s)" in result.output and "overlap" in result.output
+    assert not (tmp_path / "res").exists() or not (tmp_path / "res" / store.RUNS_FILE).exists()
 
 
 def test_a_run_whose_train_and_test_are_the_same_rows_is_refused(tmp_path):
@@ -357,8 +367,12 @@ def test_emoset_split_lists_as_distributed(tmp_path):
 
     made = make_emoset118k(tmp_path)
     for split, expected in made["splits"].items():
-        spec = FileData(source="imagefolder", path=str(made["path"] / "image"), split=split,
-                        split_list=str(made["path"] / f"{split}.json"))
+        spec = FileData(
+            source="imagefolder",
+            path=str(made["path"] / "image"),
+            split=split,
+            split_list=str(made["path"] / f"{split}.json"),
+        )
         assert len(load_examples(spec)) == len(expected), split
 
 

@@ -47,12 +47,12 @@ class LmmsBenchmark(Benchmark):
 
 def task_version(name: str, include_path: str | None) -> str:
     """The version the task's yaml metadata declares (its tasks' versions joined for a group); 1 when none."""
-    from mllmtune.evaluation import lmms
+    from mllmtune.evaluation import lmms_lookup
 
     bare = name[len(PREFIX) :]
-    index = lmms._index([bare], include_path)
+    index = lmms_lookup.index([bare], include_path)
     versions = []
-    for _, cfg in lmms._leaves(bare, index):
+    for _, cfg in lmms_lookup.leaves(bare, index):
         meta = cfg.get("metadata")
         items = [meta] if isinstance(meta, dict) else meta if isinstance(meta, list) else []
         versions.append(next((str(m["version"]) for m in items if isinstance(m, dict) and "version" in m), "1"))
@@ -62,13 +62,13 @@ def task_version(name: str, include_path: str | None) -> str:
 
 def check_names(names: list[str], spec: LmmsSpec) -> None:
     """That each named lmms-eval task exists (one line with close matches); its data is checked when a run starts."""
-    from mllmtune.evaluation import lmms
+    from mllmtune.evaluation import lmms_lookup
 
     bare = [n[len(PREFIX) :] for n in dict.fromkeys(names) if is_lmms(n)]
     if bare:
-        index = lmms._index(bare, spec.include_path)
+        index = lmms_lookup.index(bare, spec.include_path)
         for name in bare:
-            lmms._known(name, index)
+            lmms_lookup.known(name, index)
 
 
 def register(names: list[str], spec: LmmsSpec, retention: list[str]) -> None:

@@ -81,9 +81,8 @@ class Prepared:
 
 
 def prepare(names: list[str], limit: int | None, template: str = "plain", model: dict | None = None) -> list[Prepared]:
-    from mllmtune.evaluation.sampling import digest
-
     from mllmtune.evaluation.lmms_tasks import LmmsBenchmark, fingerprint
+    from mllmtune.evaluation.sampling import digest
 
     out = []
     for name in names:
