@@ -191,6 +191,14 @@ def _group_intervals(group: list[dict], zs: dict, preds: _Predictions, notes: li
         pairs[key] = paired
     if not pairs:
         return None
+    for key in first.get("_scores", {}):  # benchmarks beside F: their own intervals where their items pair
+        if key not in pairs:
+            base_id = _baseline_run(group, key, zs)
+            base = preds.get(base_id, key) if base_id else None
+            tuned = [preds.get(r["run_id"], key) for r in group]
+            paired = pair(tuned, base) if base is not None and all(t is not None for t in tuned) else None
+            if paired is not None and not isinstance(paired, str):
+                pairs[key] = paired
     return paired_bootstrap(pairs, target[0] if target else None, retention)
 
 
@@ -282,7 +290,7 @@ def _bench_rows(key: tuple, group: list[dict], intervals) -> list[dict]:
         role = "in-domain" if target and bench == target[0] else "target" if bench in target else "retention"
         out.append(
             dict(zip(GROUP, key, strict=True), family=group[0]["family"], benchmark=bench)
-            | dict(role=role if bench in target + retention else "other", n_seeds=len(group))
+            | dict(role=role if bench in target + retention else "beside F", n_seeds=len(group))
             | dict(accuracy=np.nanmean(acc), baseline=np.nanmean(base), delta_lo=lo, delta_hi=hi)
         )
     return out

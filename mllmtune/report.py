@@ -109,8 +109,10 @@ def markdown(report: Report, plots: list[Path]) -> str:
         f"{len(report.runs)} records, {n_ok} counted (latest success per recipe hash, seed and model), "
         f"{len(report.failed)} failed or cancelled.\n",
         "E: in-domain target accuracy minus the zero-shot base's (points). F: retention accuracy change "
-        "(negative = forgetting). O = E + F. Intervals: paired bootstrap 95% against the zero-shot base, "
-        "seeds averaged per draw. Zero-shot rows are the base itself (E = F = O = 0).\n",
+        "(negative = forgetting). O = E + F. Intervals: paired bootstrap 95% against the zero-shot base, items "
+        "paired by id and per-item scores resampled as they are; over several seeds the bootstrap resamples seeds, "
+        "then items (`CI over`: seeds × items), over one seed items only. Benchmarks `beside F` are scored and "
+        "shown per benchmark, in neither E nor F. Zero-shot rows are the base itself (E = F = O = 0).\n",
         "## Leaderboard (sorted by O)\n",
         _md_table(display_table(report)),
     ]

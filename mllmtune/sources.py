@@ -18,7 +18,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from mllmtune.errors import UserError
-from mllmtune.splits import HoldOut, overlap  # noqa: F401  (overlap: the run's train/test check)
+from mllmtune.splits import HoldOut, json_lines, overlap  # noqa: F401  (overlap: the run's train/test check)
 
 LABEL_SETS = {
     "mikels8": ["amusement", "anger", "awe", "contentment", "disgust", "excitement", "fear", "sadness"],
@@ -146,14 +146,7 @@ def _read_frame(file: Path, source: str, key: str):
         text = file.read_text(encoding="utf-8-sig")
         if file.suffix == ".json" and text.lstrip()[:1] == "[":
             return pd.DataFrame(json.loads(text))
-        lines = []  # JSON lines; POPE ships them as `.json`
-        for n, line in enumerate(text.splitlines(), start=1):
-            if line.strip():
-                try:
-                    lines.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise UserError(f"{key}: {file} line {n}: not valid JSON ({exc.msg})") from None
-        return pd.DataFrame(lines)
+        return pd.DataFrame(json_lines(text, f"{key}: {file}"))  # JSON lines; POPE ships them as `.json`
     except UserError:
         raise
     except Exception as exc:  # pyarrow, pandas and the codecs raise many kinds; each means the file is unreadable

@@ -61,6 +61,18 @@ def filter_by_column(rows: list[dict], column: str, split: str, key: str, path: 
     return [r for r in rows if str(r.get(column)) == split]
 
 
+def json_lines(text: str, where: str) -> list:
+    """The objects of a JSON-lines text; a broken line is one line naming `where` and the line number."""
+    out = []
+    for n, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise UserError(f"{where} line {n}: not valid JSON ({exc.msg})") from None
+    return out
+
+
 def _entry_path(entry) -> str | None:
     """The image path of one split-list entry: a path, a list holding one (EmoSet: [label, image, annotation]), or a
     mapping with an `image`/`path`/`file`/`id` field."""
@@ -94,13 +106,7 @@ def read_split_list(file: Path, key: str) -> list[str]:
             raise UserError(f"{key}.split_list: {file} line {exc.lineno}: not valid JSON ({exc.msg})") from None
         entries = data if isinstance(data, list) else list(data.values()) if isinstance(data, dict) else []
     elif file.suffix.lower() == ".jsonl":
-        entries = []
-        for n, line in enumerate(text.splitlines(), start=1):
-            if line.strip():
-                try:
-                    entries.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise UserError(f"{key}.split_list: {file} line {n}: not valid JSON ({exc.msg})") from None
+        entries = json_lines(text, f"{key}.split_list: {file}")
     else:
         entries = [line.split()[0] for line in text.splitlines() if line.strip()]
     paths = [_entry_path(e) for e in entries]

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from test_report import record
 from typer.testing import CliRunner
 
 from mllmtune import stats, store
@@ -36,23 +37,8 @@ def _png(color=(200, 20, 20), size=(8, 8)) -> bytes:
 
 
 def _record(**kw) -> dict:
-    base = dict(
-        run_id="r",
-        created_at="2026-01-01T00:00:00+00:00",
-        status="success",
-        recipe={"eval": {"target": ["emoscenes-photo"], "retention": ["soft"], "limit": None}},
-        recipe_hash="h-lora",
-        name="lora",
-        strategy="lora",
-        family="reparameterization",
-        stage="sft",
-        seed=0,
-        model={"id": "m", "revision": None},
-        trainable_params=1,
-        total_params=10,
-        wall_s=1.0,
-    )
-    return store.RunRecord(**(base | kw)).model_dump(mode="json")
+    """A valid run record (test_report's), evaluated on the in-domain target and a soft-scored retention set."""
+    return record(**({"recipe": {"eval": {"target": ["emoscenes-photo"], "retention": ["soft"], "limit": None}}} | kw))
 
 
 def _table(results: Path, records: list[dict], preds: dict[tuple[str, str], list[dict]]) -> None:

@@ -17,6 +17,7 @@ from mllmtune.sources import FileData
 
 BUILTIN = frozenset(BENCHMARKS)  # the world's benchmarks, named without a declaration
 PLAIN_TOKENS = 16
+_LOADED: dict[tuple[str, str], list[dict]] = {}  # a declared set's items, read (and their images hashed) once
 REASONING_TOKENS = 1024
 Metric = Literal["label", "exact_match", "vqa_soft", "multiple_choice", "yes_no"]
 
@@ -55,7 +56,11 @@ class DatasetBenchmark(Benchmark):
         from mllmtune.sources import load_examples
 
         data = self.spec.data
-        rows = list(load_examples(data.model_copy(update={"limit": None}), f"eval.datasets.{self.name}.data"))
+        whole = data.model_copy(update={"limit": None})
+        cache_key = (self.name, whole.model_dump_json())
+        if cache_key not in _LOADED:  # a run reads a set for the overlap check, the baseline and the tuned model
+            _LOADED[cache_key] = list(load_examples(whole, f"eval.datasets.{self.name}.data"))
+        rows = _LOADED[cache_key]
         limit = min(x for x in (limit, data.limit, len(rows)) if x is not None)
         by_answer = self.metric in ("label", "yes_no", "multiple_choice")
         rows = stratified_sample(rows, limit, [r["id"] for r in rows], (lambda r: r["answer"]) if by_answer else None)
