@@ -385,3 +385,22 @@ def test_a_split_column_without_the_split_is_one_line(tmp_path):
     pd.DataFrame([{"image": None, "answer": "joy", "split": "train"}]).to_parquet(tmp_path / "all.parquet")
     with pytest.raises(UserError, match=r"data.split 'test': not a value of .*'split' column \(values: train\)"):
         load_examples(FileData(source="parquet", path=str(tmp_path), split="test"))
+
+
+@pytest.mark.parametrize("layout", ["emoset2k", "emotion6", "fi"])
+def test_emotion_sets_as_distributed_give_disjoint_splits(tmp_path, layout):
+    """The data blocks docs/data.md gives: EmoSet2k's split files, a holdout of the split-less Emotion6 and FI."""
+    import layouts
+
+    made = getattr(layouts, f"make_{layout}")(tmp_path)
+    block = {"source": made["source"], "path": str(made["path"]), "labels": made["labels"]}
+    if not made["splits"]:
+        block["holdout"] = {"fraction": 0.2, "seed": 0}
+    train = load_examples(FileData(**block, split="train"))
+    test = load_examples(FileData(**block, split="test"))
+    assert train and test and not {e["image_sha"] for e in train} & {e["image_sha"] for e in test}
+    if not made["splits"]:  # a holdout keeps every image on exactly one side, each label's share within one item
+        assert len(train) + len(test) == len(made["items"]) and len(test) == round(0.2 * len(made["items"]))
+        for label in set(made["items"].values()):
+            n = sum(v == label for v in made["items"].values())
+            assert abs(sum(e["answer"] == label for e in test) - 0.2 * n) < 1, label
