@@ -174,7 +174,7 @@ def train_examples(recipe: Recipe) -> list[dict]:
 
 def check_disjoint(examples: list[dict], names: list[str]) -> None:
     """Refuse a run whose training rows share an image (same content or same file) with a declared test set."""
-    from mllmtune.sources import overlap
+    from mllmtune.splits import overlap
 
     for name in names:
         bench = BENCHMARKS[name]

@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mllmtune.errors import UserError
 
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
 
 class HoldOut(BaseModel):
     """A deterministic held-out split: `split: test` takes `fraction` of the rows, `split: train` the rest."""
@@ -76,8 +78,6 @@ def json_lines(text: str, where: str) -> list:
 def _entry_path(entry) -> str | None:
     """The image path of one split-list entry: a path, a list holding one (EmoSet: [label, image, annotation]), or a
     mapping with an `image`/`path`/`file`/`id` field."""
-    from mllmtune.sources import IMAGE_SUFFIXES
-
     if isinstance(entry, str):
         return entry.strip() or None
     if isinstance(entry, (int, float)):
