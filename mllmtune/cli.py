@@ -115,6 +115,7 @@ def eval_(
     """Score a saved model as it is (a zero-shot row in the table)."""
     from mllmtune import store
     from mllmtune.evaluation.benchmarks import BENCHMARKS
+    from mllmtune.evaluation.declared import BUILTIN
 
     spec = None
     if recipe is not None:
@@ -125,7 +126,9 @@ def eval_(
         batch_size = batch_size or spec.eval.batch_size
         template = template or spec.eval.template
     names = list(benchmarks or []) or (
-        spec.eval.target + spec.eval.retention + spec.eval.also if spec else list(BENCHMARKS)
+        spec.eval.target + spec.eval.retention + spec.eval.also
+        if spec
+        else sorted(BUILTIN, key=list(BENCHMARKS).index)
     )
     from mllmtune.evaluation import lmms_tasks
 

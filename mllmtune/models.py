@@ -59,6 +59,7 @@ class Bundle:
     groups: dict[str, list[str]] = field(default_factory=dict)
     dtype: str = "float32"
     quantization: str = "none"
+    attn_implementation: str | None = None
 
     def group_prefixes(self, group: str) -> list[str]:
         return self.groups[group]
@@ -204,6 +205,7 @@ def load_bundle(
         groups=GROUPS[family],
         dtype=dtype,
         quantization=quantization,
+        attn_implementation=attn_implementation,
     )
 
 

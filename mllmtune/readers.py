@@ -145,8 +145,14 @@ def _offline(spec: FileData, key: str, exc: Exception) -> UserError:
 def _read_hub(spec: FileData, key: str) -> tuple[list[dict], list[str]]:
     import datasets
 
+    if spec.split_list:
+        raise UserError(f"{key}.split_list: a split list is for local sources; {key}.source is hub")
+    # `split: all` or a holdout: the pool is every split the hub set ships, concatenated.
+    whole = spec.split == ALL or spec.holdout is not None
     try:
-        ds = datasets.load_dataset(spec.path, split=spec.split, revision=spec.revision)
+        ds = datasets.load_dataset(spec.path, split=None if whole else spec.split, revision=spec.revision)
+        if whole:
+            ds = datasets.concatenate_datasets(list(ds.values()))
     except RuntimeError as exc:  # datasets 4+ no longer runs a data set's own loading script
         if "script" not in str(exc).lower():
             raise

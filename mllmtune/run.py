@@ -43,6 +43,7 @@ def _scored_model(bundle) -> dict:
         "revision": bundle.revision,
         "dtype": getattr(bundle, "dtype", None),
         "quantization": getattr(bundle, "quantization", None),
+        "attn_implementation": getattr(bundle, "attn_implementation", None),
     }
 
 
@@ -59,6 +60,7 @@ def baseline_scores(
     progress,
     console: Console,
     template: str = "plain",
+    prepared=None,
 ) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
     """Zero-shot scores of the untuned model and the zero-shot run each comes from, keyed by benchmark.
 
@@ -68,7 +70,7 @@ def baseline_scores(
     """
     from mllmtune.evaluation.runner import prepare
 
-    prepared = prepare(names, limit, template, _scored_model(bundle))
+    prepared = prepared if prepared is not None else prepare(names, limit, template, _scored_model(bundle))
     records, _ = store.read_records(results)  # ([], []) when there is no table yet
     found: dict[str, tuple[dict[str, float], str]] = {}
     for r in records:
@@ -172,6 +174,35 @@ def train_examples(recipe: Recipe) -> list[dict]:
     return [dict(r, prompt=emotion_prompt(r["labels"]), answer=r["label"]) for r in rows]
 
 
+def _record_failure(results: Path, base: dict, t0: float, bundle, baseline, baseline_runs, model_dir=None) -> None:
+    """A run that trained and then failed in a way the user can fix (e.g. its evaluation): recorded `failed`, with the
+    saved model, so the training is not lost."""
+    import sys
+
+    from mllmtune.provenance import peak_memory_mb, provenance
+    from mllmtune.strategies.targets import count_parameters
+
+    exc = sys.exc_info()[1]
+    trainable, total = count_parameters(bundle.model)
+    store.append_record(
+        results,
+        store.RunRecord(
+            **base,
+            created_at=store.now_iso(),
+            status="failed",
+            error=f"{type(exc).__name__}: {exc}",
+            artifacts={"model": str(model_dir)} if model_dir else {},
+            trainable_params=trainable,
+            total_params=total,
+            wall_s=round(time.time() - t0, 2),
+            peak_mem_mb=peak_memory_mb(),
+            baseline=baseline,
+            baseline_runs=baseline_runs,
+            provenance=provenance(),
+        ),
+    )
+
+
 def check_disjoint(examples: list[dict], names: list[str]) -> None:
     """Refuse a run whose training rows share an image (same content or same file) with a declared test set."""
     from mllmtune.splits import overlap
@@ -221,6 +252,9 @@ def train(recipe: Recipe, results: Path, console: Console, resume: dict | None =
     t0 = time.time()
     set_seed(recipe.seed)
     # Data first: a bad source or a test set that overlaps the training rows stops before the model is loaded.
+    from mllmtune.evaluation.declared import forget_loaded
+
+    forget_loaded()
     examples = train_examples(recipe)
     names = recipe.eval.target + recipe.eval.retention + recipe.eval.also
     lmms_tasks.register(names, recipe.eval.lmms, recipe.eval.retention)  # lmms-eval tasks: checked, then named
@@ -250,14 +284,24 @@ def train(recipe: Recipe, results: Path, console: Console, resume: dict | None =
     )
     with make_progress(console) as progress:
         template = recipe.eval.template
+        # The items, once: the base is scored (or its stored score found) on them, and so is the tuned model.
+        prepared = prepare(names, recipe.eval.limit, template, _scored_model(bundle)) if main else []
         baseline, baseline_runs = (
             baseline_scores(
-                bundle, names, recipe.eval.limit, recipe.eval.batch_size, results, progress, console, template
+                bundle,
+                names,
+                recipe.eval.limit,
+                recipe.eval.batch_size,
+                results,
+                progress,
+                console,
+                template,
+                prepared,
             )
             if main
             else ({}, {})
         )
-        prepared = prepare(names, recipe.eval.limit, template) if main else []  # the items the base was scored on
+        trained, model_dir = False, None
         try:
             set_seed(recipe.seed)
             model = strategy.build(bundle, recipe.strategy, examples)
@@ -281,11 +325,16 @@ def train(recipe: Recipe, results: Path, console: Console, resume: dict | None =
             )
             if not main:
                 return None
+            trained = True
+            # Saved before scoring: an evaluation that fails (e.g. an lmms-eval task) must not cost the training.
+            model_dir = save_tuned(model, bundle, strategy, recipe.strategy, run_dir / "model")
             scores, predictions = evaluate(
                 model, bundle.processor, names, recipe.eval.limit, recipe.eval.batch_size, progress, template, prepared
             )
-            model_dir = save_tuned(model, bundle, strategy, recipe.strategy, run_dir / "model")
         except UserError:
+            if not trained:
+                raise
+            _record_failure(results, base, t0, bundle, baseline, baseline_runs, model_dir=model_dir)
             raise
         except (Exception, KeyboardInterrupt) as exc:
             if not main:

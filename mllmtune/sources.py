@@ -262,7 +262,13 @@ def load_examples(spec: FileData, key: str = "data") -> Examples:
         keep = [
             t[0]
             for t in splits.hold_out(
-                list(enumerate(rows)), ids, spec.holdout, spec.split, None if vqa else answers, key
+                list(enumerate(rows)),
+                ids,
+                spec.holdout,
+                spec.split,
+                None if vqa else answers,
+                key,
+                images=[sha for _, sha, _ in inspected],
             )
         ]
     if spec.limit:

@@ -145,17 +145,27 @@ def keep_listed(rows: list[dict], listed: list[str], file: Path, key: str) -> li
     return [r for i, r in enumerate(rows) if i in keep]
 
 
-def hold_out(rows: list[dict], ids: list[str], spec: HoldOut, split: str, labels: list | None, key: str) -> list[dict]:
-    """`split: test`: a seeded, stratified `fraction` of the rows; `split: train`: the others."""
+def hold_out(
+    rows: list, ids: list[str], spec: HoldOut, split: str, labels: list | None, key: str, images: list | None = None
+) -> list:
+    """`split: test`: a seeded `fraction` of the rows, stratified by label; `split: train`: the others.
+
+    Rows that show the same image (same bytes) are held out together, so copies of an image, or several questions
+    about one image, never land on both sides.
+    """
     from mllmtune.evaluation.sampling import stratified_sample
 
     if split not in ("train", "test"):
         raise UserError(f"{key}.split {split!r}: with {key}.holdout the split is 'train' or 'test'")
-    n_test = max(1, round(spec.fraction * len(rows)))
-    tagged = [(i, row) for i, row in enumerate(rows)]
-    stratum = (lambda t: labels[t[0]]) if spec.stratify and labels is not None else None
-    test = {i for i, _ in stratified_sample(tagged, n_test, ids, stratum, seed=spec.seed)}
-    return [row for i, row in tagged if (i in test) == (split == "test")]
+    groups: dict[str, list[int]] = {}
+    for i, item_id in enumerate(ids):
+        groups.setdefault((images[i] if images and images[i] else None) or f"id:{item_id}", []).append(i)
+    units = list(groups.values())
+    n_test = max(1, round(spec.fraction * len(units)))
+    stratum = (lambda u: labels[u[0]]) if spec.stratify and labels is not None else None
+    unit_ids = [ids[u[0]] for u in units]
+    test = {i for u in stratified_sample(units, n_test, unit_ids, stratum, seed=spec.seed) for i in u}
+    return [row for i, row in enumerate(rows) if (i in test) == (split == "test")]
 
 
 def overlap(train: list[dict], test: list[dict]) -> int:

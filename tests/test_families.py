@@ -31,8 +31,8 @@ def data_dir(tmp_path_factory):
         Image.new("RGB", (40, 30), color).save(root / "img" / f"{i}.png")
     emotions = [{"image": f"img/{i}.png", "label": EMOTION6[i % 4]} for i in range(6)]
     vqa = [  # images of their own: a test set that shares a training image is refused
-        {"image": "img/6.png", "question": "What color is it?", "answers": ["red", "red", "dark red"]},
-        {"image": "img/5.png", "question": "Is it green?", "answers": ["yes", "yes", "yes"]},
+        {"image": "img/6.png", "question": "What color is it?", "answers": ["red"] * 7 + ["dark red"] * 3},
+        {"image": "img/5.png", "question": "Is it green?", "answers": ["yes"] * 10},
     ]
     for name, rows in [("train.jsonl", emotions[:4]), ("test.jsonl", emotions[4:]), ("vqa.jsonl", vqa)]:
         (root / name).write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -404,3 +404,41 @@ def test_emotion_sets_as_distributed_give_disjoint_splits(tmp_path, layout):
         for label in set(made["items"].values()):
             n = sum(v == label for v in made["items"].values())
             assert abs(sum(e["answer"] == label for e in test) - 0.2 * n) < 1, label
+
+
+def test_holdout_keeps_copies_of_an_image_on_one_side(tmp_path):
+    """Two copies of each image (e.g. FI's duplicates): held out together, so the split stays disjoint by content."""
+    root = _folder(tmp_path / "FI", per=5)
+    for label in ("anger", "fear", "joy"):
+        for i in range(5):
+            (root / label / f"copy{i}.png").write_bytes((root / label / f"{i}.png").read_bytes())
+    spec = dict(source="imagefolder", path=str(root), holdout={"fraction": 0.2, "seed": 0})
+    train, test = (load_examples(FileData(**spec, split=s)) for s in ("train", "test"))
+    assert len(train) + len(test) == 30 and len(test) == 6  # 3 of 15 distinct images, each with its copy
+    assert not {e["image_sha"] for e in train} & {e["image_sha"] for e in test}
+
+
+def test_vqa_soft_on_a_set_without_ten_answers_is_one_line(tmp_path):
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    (tmp_path / "test.jsonl").write_text(json.dumps({"image": "a.png", "question": "What?", "answer": "cat"}) + "\n")
+    with pytest.raises(UserError, match=r"1 answer\(s\), and metric vqa_soft needs the 10 annotators' answers"):
+        _vqa_bench(tmp_path, "vqa_soft", split="test").examples()
+
+
+def test_a_hub_holdout_pools_the_sets_splits(monkeypatch):
+    import datasets
+
+    def load(path, split=None, revision=None):
+        assert split is None  # the pool: every split the set ships
+
+        def rows(a, b):
+            return [{"image": None, "question": f"q{i}", "answer": "joy" if i % 2 else "fear"} for i in range(a, b)]
+
+        return datasets.DatasetDict(
+            train=datasets.Dataset.from_list(rows(0, 8)), test=datasets.Dataset.from_list(rows(8, 10))
+        )
+
+    monkeypatch.setattr(datasets, "load_dataset", load)
+    spec = dict(source="hub", path="someone/set", holdout={"fraction": 0.2, "seed": 0})
+    train, test = (load_examples(FileData(**spec, split=s)) for s in ("train", "test"))
+    assert (len(train), len(test)) == (8, 2) and not {e["id"] for e in train} & {e["id"] for e in test}

@@ -12,12 +12,21 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mllmtune.errors import UserError
 from mllmtune.evaluation.benchmarks import BENCHMARKS, Benchmark
 from mllmtune.sources import FileData
 
 BUILTIN = frozenset(BENCHMARKS)  # the world's benchmarks, named without a declaration
 PLAIN_TOKENS = 16
-_LOADED: dict[tuple[str, str], list[dict]] = {}  # a declared set's items, read (and their images hashed) once
+VQA_ANSWERS = 10  # annotators per question in VQA v2, OK-VQA, TextVQA, VizWiz: what the official metric averages
+_LOADED: dict[tuple[str, str], list[dict]] = {}  # a declared set's items, read (and images hashed) once per run
+
+
+def forget_loaded() -> None:
+    """Drop the items read for the previous run (a bench runs many in one process)."""
+    _LOADED.clear()
+
+
 REASONING_TOKENS = 1024
 Metric = Literal["label", "exact_match", "vqa_soft", "multiple_choice", "yes_no"]
 
@@ -61,6 +70,14 @@ class DatasetBenchmark(Benchmark):
         if cache_key not in _LOADED:  # a run reads a set for the overlap check, the baseline and the tuned model
             _LOADED[cache_key] = list(load_examples(whole, f"eval.datasets.{self.name}.data"))
         rows = _LOADED[cache_key]
+        if self.metric == "vqa_soft":  # the official formula over fewer annotators is no soft accuracy (1 answer: 0)
+            short = next((r for r in rows if len(r["answers"]) < VQA_ANSWERS), None)
+            if short is not None:
+                raise UserError(
+                    f"{short['source_row']}: {len(short['answers'])} answer(s), and metric vqa_soft needs the "
+                    f"{VQA_ANSWERS} annotators' answers of VQA-style sets; set eval.datasets.{self.name}.metric: "
+                    "exact_match, or map the answers column (columns.answers)"
+                )
         limit = min(x for x in (limit, data.limit, len(rows)) if x is not None)
         by_answer = self.metric in ("label", "yes_no", "multiple_choice")
         rows = stratified_sample(rows, limit, [r["id"] for r in rows], (lambda r: r["answer"]) if by_answer else None)

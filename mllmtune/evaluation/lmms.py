@@ -276,9 +276,14 @@ def _collect(task, name: str, ids: list[str], keep: list[int], results: dict) ->
     samples = results["samples"][name][: len(keep)]
     score_key = (results["configs"].get(name) or {}).get("score_key", "score")
     per_item = {m: [_score(s.get(m), score_key) for s in samples] for m in task.aggregation()}
-    main = next((m for m, v in per_item.items() if v and all(x is not None and 0 <= x <= 1 for x in v)), None)
-    if main is None:
-        raise UserError(f"{PREFIX}{name}: no metric with per-item scores in [0, 1] (metrics: {list(per_item)})")
+    # The task's first metric, chosen by its config and never by this run's values, so the base and every tuned
+    # model are scored on the same one. It must give every item a score in [0, 1] to be paired item by item.
+    main = next(iter(per_item), None)
+    if main is None or not all(x is not None and 0 <= x <= 1 for x in per_item[main]):
+        raise UserError(
+            f"{PREFIX}{name}: its first metric ({main}) gives no per-item score in [0, 1] for every item (a task "
+            "scored per image pair or per category, like MME, cannot be paired item by item)"
+        )
     rows = []
     for s, correct in zip(samples, per_item[main], strict=True):
         target = s["target"]

@@ -67,10 +67,10 @@ def answer_nll(model, processor, examples: list[dict], batch_size: int) -> float
 class Prepared:
     """One benchmark ready to score: its items (the `limit` sample), token budget and fingerprint.
 
-    The fingerprint hashes everything that decides the base model's score on it: the model (id, revision, dtype,
-    quantization), the benchmark's key, the token budget, and each item's id, prompt and reference answer (which
-    covers the data's content, the prompt template and the limit sample). A zero-shot score is reused only under the
-    same fingerprint, so a re-declared data set or a new prompt is scored again.
+    The fingerprint hashes what decides the base model's score on it: the model (id, revision, dtype, quantization,
+    attention implementation), the benchmark's key and metric, the token budget, and each item's id, prompt, image
+    bytes (hash) and reference answers (which covers the prompt template and the limit sample). A zero-shot score is
+    reused only under the same fingerprint, so a re-declared data set or a new prompt is scored again.
     """
 
     name: str
@@ -92,9 +92,11 @@ def prepare(names: list[str], limit: int | None, template: str = "plain", model:
         key = bench.key_for(template)
         if isinstance(bench, LmmsBenchmark):  # lmms-eval picks the items: its task's content and the limit decide
             items = {"task": fingerprint(bench), "limit": limit}
-        else:
-            items = [[str(ex["id"]), str(ex["prompt"]), str(ex["answer"])] for ex in examples]
-        body = {"model": model or {}, "key": key, "tokens": tokens, "items": items}
+        else:  # what is asked (prompt, image bytes) and what a reply is scored against (answer, answers, choices)
+            fields = ("id", "prompt", "answer", "answers", "choices", "image_sha")
+            items = [[str(ex.get(f)) for f in fields] for ex in examples]
+        scoring = getattr(bench, "metric", None)  # a declared set's metric; the world's benchmarks score one way
+        body = {"model": model or {}, "key": key, "tokens": tokens, "metric": scoring, "items": items}
         out.append(Prepared(name, key, examples, tokens, digest(json.dumps(body, sort_keys=True))))
     return out
 
