@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import string
+import unicodedata
 from collections import Counter
 from pathlib import Path
 from typing import Literal
@@ -169,17 +170,34 @@ def _list(value) -> list:
     return [v["answer"] if isinstance(v, dict) else v for v in list(value)]
 
 
+def label_key(text) -> str:
+    """A label as compared: Unicode NFKC, outer whitespace dropped, inner runs of it one space, case folded.
+
+    >>> label_key("  Ａｍｕｓｅｍｅｎｔ ")
+    'amusement'
+    """
+    return " ".join(unicodedata.normalize("NFKC", str(text)).split()).casefold()
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and value != value) or not str(value).strip()
+
+
 def resolve_labels(spec: FileData, answers: list[str]) -> list[str]:
+    """The recipe's label set, else the data's labels (normalised, so ' Amusement ' and 'amusement' are one)."""
     if isinstance(spec.labels, str):
         return LABEL_SETS[spec.labels]
-    return list(spec.labels) if spec.labels else sorted({a for a in answers if a})
+    return list(spec.labels) if spec.labels else sorted({label_key(a) for a in answers if not _missing(a)})
 
 
 def _emotion(row: dict, cols: dict, labels: list[str], spec: FileData, key: str) -> dict:
     from mllmtune.data import emotion_prompt
 
-    raw = str(row[cols["answer"]]).strip()
-    label = next((lab for lab in labels if lab.lower() == raw.lower()), None)
+    value = row.get(cols["answer"])
+    if _missing(value):
+        raise UserError(f"{row['_where']}: the answer is missing (column {cols['answer']!r})")
+    raw = str(value).strip()
+    label = next((lab for lab in labels if label_key(lab) == label_key(raw)), None)
     if label is None:
         raise UserError(f"{row['_where']}: answer {raw!r} is not one of {key}.labels ({', '.join(labels)})")
     question = str(row[cols["question"]]).replace("<image>", "").strip() if cols["question"] else None
@@ -256,7 +274,8 @@ def load_examples(spec: FileData, key: str = "data") -> Examples:
             for row, (_, sha, _) in zip(rows, inspected, strict=True)
         ]
     )
-    answers = [str(r[cols["answer"]]).strip() if cols["answer"] else "" for r in rows]
+    raw_answers = [r.get(cols["answer"]) if cols["answer"] else "" for r in rows]
+    answers = [label_key(a) if not _missing(a) else "" for a in raw_answers]  # strata of a holdout and a limit
     keep = list(range(len(rows)))
     if spec.holdout is not None:
         keep = [
@@ -273,7 +292,7 @@ def load_examples(spec: FileData, key: str = "data") -> Examples:
         ]
     if spec.limit:
         keep = stratified_sample(keep, spec.limit, [ids[i] for i in keep], None if vqa else (lambda i: answers[i]))
-    labels = [] if vqa else resolve_labels(spec, [answers[i] for i in keep])
+    labels = [] if vqa else resolve_labels(spec, [raw_answers[i] for i in keep])
     out = Examples()
     for i in keep:
         row, image, (problem, sha, file) = rows[i], images[i], inspected[i]
