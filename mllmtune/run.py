@@ -174,24 +174,38 @@ def train_examples(recipe: Recipe) -> list[dict]:
     return [dict(r, prompt=emotion_prompt(r["labels"]), answer=r["label"]) for r in rows]
 
 
-def _record_failure(results: Path, base: dict, t0: float, bundle, baseline, baseline_runs, model_dir=None) -> None:
-    """A run that trained and then failed in a way the user can fix (e.g. its evaluation): recorded `failed`, with the
-    saved model, so the training is not lost."""
+def _record_failure(
+    results: Path,
+    base: dict,
+    t0: float,
+    bundle,
+    baseline,
+    baseline_runs,
+    *,
+    status="failed",
+    error=None,
+    artifacts=None,
+    train=None,
+) -> None:
+    """Append the `failed` or `cancelled` record of a run that stopped after its baseline was scored (default error:
+    the exception being handled)."""
     import sys
 
     from mllmtune.provenance import peak_memory_mb, provenance
     from mllmtune.strategies.targets import count_parameters
 
-    exc = sys.exc_info()[1]
+    if error is None:
+        exc = sys.exc_info()[1]
+        error = f"{type(exc).__name__}: {exc}"
     trainable, total = count_parameters(bundle.model)
     store.append_record(
         results,
         store.RunRecord(
             **base,
             created_at=store.now_iso(),
-            status="failed",
-            error=f"{type(exc).__name__}: {exc}",
-            artifacts={"model": str(model_dir)} if model_dir else {},
+            status=status,
+            error=error,
+            artifacts=artifacts or {},
             trainable_params=trainable,
             total_params=total,
             wall_s=round(time.time() - t0, 2),
@@ -199,6 +213,7 @@ def _record_failure(results: Path, base: dict, t0: float, bundle, baseline, base
             baseline=baseline,
             baseline_runs=baseline_runs,
             provenance=provenance(),
+            train=train or {},
         ),
     )
 
@@ -334,31 +349,25 @@ def train(recipe: Recipe, results: Path, console: Console, resume: dict | None =
         except UserError:
             if not trained:
                 raise
-            _record_failure(results, base, t0, bundle, baseline, baseline_runs, model_dir=model_dir)
+            # A user error after training (e.g. in an lmms-eval task): recorded with the saved model.
+            _record_failure(results, base, t0, bundle, baseline, baseline_runs, artifacts={"model": str(model_dir)})
             raise
         except (Exception, KeyboardInterrupt) as exc:
             if not main:
                 raise
             cancelled = isinstance(exc, Cancelled | KeyboardInterrupt)
             checkpoint = getattr(exc, "checkpoint", None)
-            trainable, total = count_parameters(bundle.model)
-            store.append_record(
+            _record_failure(
                 results,
-                store.RunRecord(
-                    **base,
-                    created_at=store.now_iso(),
-                    status="cancelled" if cancelled else "failed",
-                    error=f"{type(exc).__name__}: {exc}" if not cancelled else str(exc) or "interrupted",
-                    artifacts={"checkpoint": checkpoint} if checkpoint else {},
-                    trainable_params=trainable,
-                    total_params=total,
-                    wall_s=round(time.time() - t0, 2),
-                    peak_mem_mb=peak_memory_mb(),
-                    baseline=baseline,
-                    baseline_runs=baseline_runs,
-                    provenance=provenance(),
-                    train={} if cancelled else {"traceback": traceback.format_exc()[-4000:]},
-                ),
+                base,
+                t0,
+                bundle,
+                baseline,
+                baseline_runs,
+                status="cancelled" if cancelled else "failed",
+                error=f"{type(exc).__name__}: {exc}" if not cancelled else str(exc) or "interrupted",
+                artifacts={"checkpoint": checkpoint} if checkpoint else {},
+                train={} if cancelled else {"traceback": traceback.format_exc()[-4000:]},
             )
             if cancelled:
                 hint = f"; resume with: mllmtune train --resume {run_id}" if checkpoint else ""

@@ -442,3 +442,25 @@ def test_a_hub_holdout_pools_the_sets_splits(monkeypatch):
     spec = dict(source="hub", path="someone/set", holdout={"fraction": 0.2, "seed": 0})
     train, test = (load_examples(FileData(**spec, split=s)) for s in ("train", "test"))
     assert (len(train), len(test)) == (8, 2) and not {e["id"] for e in train} & {e["id"] for e in test}
+
+
+@pytest.mark.slow
+def test_a_user_error_in_the_tuned_evaluation_keeps_the_model(micro_world, tmp_path, monkeypatch):
+    from mllmtune.evaluation import runner as eval_runner
+
+    real, calls = eval_runner.evaluate, []
+
+    def evaluate(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > 1:  # the base scores; the tuned model's evaluation fails as a bad task would
+            raise UserError("lmms:x: a task that cannot be scored")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(eval_runner, "evaluate", evaluate)
+    results = tmp_path / "res"
+    args = ["train", "--recipe", "recipes/world/sft-freeze-vision.yaml", "--results", str(results)]
+    res = runner.invoke(app, args + ["--set", "stage.max_steps=1", "--set", "eval.limit=2"])
+    assert res.exit_code == 2 and "a task that cannot be scored" in res.output
+    records, _ = store.read_records(results)
+    assert [r["status"] for r in records] == ["success", "failed"]
+    assert Path(records[1]["artifacts"]["model"]).is_dir() and "cannot be scored" in records[1]["error"]
