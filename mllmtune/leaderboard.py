@@ -22,7 +22,7 @@ import pandas as pd
 
 from mllmtune import store
 from mllmtune.evaluation.summary import summarize
-from mllmtune.stats import Scores, pair, paired_bootstrap, read_scores
+from mllmtune.stats import Paired, Scores, pair, paired_bootstrap, read_scores
 
 METRICS = ["E", "F", "O", "loss_forgetting", "A_I", "A_O", "A"]
 GROUP = ["model", "strategy", "stage", "recipe", "recipe_hash"]
@@ -172,33 +172,35 @@ def _baseline_run(group: list[dict], key: str, zs: dict) -> str | None:
     return next((rid for rid, acc in candidates if stored and all(_same(s, acc) for s in stored)), None)
 
 
+def _paired(group: list[dict], key: str, zs: dict, preds: _Predictions):
+    """A group's per-item scores on `key` aligned with its baseline's: `Paired`, a reason they do not pair, or
+    ``None`` when a predictions file is missing."""
+    base_id = _baseline_run(group, key, zs)
+    base = preds.get(base_id, key) if base_id else None
+    tuned = [preds.get(r["run_id"], key) for r in group]
+    if base is None or any(t is None for t in tuned):
+        return None
+    return pair(tuned, base)
+
+
 def _group_intervals(group: list[dict], zs: dict, preds: _Predictions, notes: list[str]):
     """Bootstrap intervals for one leaderboard row, or ``None`` when any needed prediction file is missing or the
-    items do not pair (said in `notes`)."""
+    items do not pair (said in `notes`). Benchmarks beside F get their own intervals where their items pair."""
     first = group[0]
     target, retention = first["_target"], first["_retention"]
     pairs = {}
     for key in dict.fromkeys(target + retention):
-        base_id = _baseline_run(group, key, zs)
-        base = preds.get(base_id, key) if base_id else None
-        tuned = [preds.get(r["run_id"], key) for r in group]
-        if base is None or any(t is None for t in tuned):
-            return None
-        paired = pair(tuned, base)
+        paired = _paired(group, key, zs, preds)
         if isinstance(paired, str):
             notes.append(f"{first['recipe']} ({first['model']}), {key}: {paired}; its intervals are left empty")
+        if not isinstance(paired, Paired):
             return None
         pairs[key] = paired
     if not pairs:
         return None
-    for key in first.get("_scores", {}):  # benchmarks beside F: their own intervals where their items pair
-        if key not in pairs:
-            base_id = _baseline_run(group, key, zs)
-            base = preds.get(base_id, key) if base_id else None
-            tuned = [preds.get(r["run_id"], key) for r in group]
-            paired = pair(tuned, base) if base is not None and all(t is not None for t in tuned) else None
-            if paired is not None and not isinstance(paired, str):
-                pairs[key] = paired
+    for key in first.get("_scores", {}):
+        if key not in pairs and isinstance(paired := _paired(group, key, zs, preds), Paired):
+            pairs[key] = paired
     return paired_bootstrap(pairs, target[0] if target else None, retention)
 
 

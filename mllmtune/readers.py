@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mllmtune.errors import UserError
-from mllmtune.splits import IMAGE_SUFFIXES, json_lines  # noqa: F401  (IMAGE_SUFFIXES: re-exported)
+from mllmtune.splits import IMAGE_SUFFIXES, json_lines
 
 if TYPE_CHECKING:
     from mllmtune.sources import FileData
@@ -24,7 +24,7 @@ ALIASES = {
     "answer": ["answer", "label", "solution", "emotion"],
     "answers": ["answers"],
     "choices": ["choices", "options"],
-    "context": ["hint", "context"],  # ScienceQA's `hint`: asked before the question, as lmms-eval's scienceqa_img
+    "context": ["hint", "context"],  # ScienceQA's hint, asked first (lmms-eval tasks/scienceqa/utils.py sqa_doc_to_text)
     "id": ["id", "question_id", "qid", "item_id", "uid"],
     "split": ["split"],
 }

@@ -174,48 +174,35 @@ def train_examples(recipe: Recipe) -> list[dict]:
     return [dict(r, prompt=emotion_prompt(r["labels"]), answer=r["label"]) for r in rows]
 
 
-def _record_failure(
-    results: Path,
-    base: dict,
-    t0: float,
-    bundle,
-    baseline,
-    baseline_runs,
-    *,
-    status="failed",
-    error=None,
-    artifacts=None,
-    train=None,
-) -> None:
-    """Append the `failed` or `cancelled` record of a run that stopped after its baseline was scored (default error:
-    the exception being handled)."""
+def _append_record(
+    results: Path, base: dict, t0: float, bundle, baseline, baseline_runs, status: str = "failed", **fields
+) -> store.RunRecord:
+    """Append a run's record once its baseline is known: `success`, or `failed` / `cancelled` (whose `error`
+    defaults to the exception being handled). `fields`: scores, train, artifacts, error."""
     import sys
 
     from mllmtune.provenance import peak_memory_mb, provenance
     from mllmtune.strategies.targets import count_parameters
 
-    if error is None:
+    if status != "success" and "error" not in fields:
         exc = sys.exc_info()[1]
-        error = f"{type(exc).__name__}: {exc}"
+        fields["error"] = f"{type(exc).__name__}: {exc}"
     trainable, total = count_parameters(bundle.model)
-    store.append_record(
-        results,
-        store.RunRecord(
-            **base,
-            created_at=store.now_iso(),
-            status=status,
-            error=error,
-            artifacts=artifacts or {},
-            trainable_params=trainable,
-            total_params=total,
-            wall_s=round(time.time() - t0, 2),
-            peak_mem_mb=peak_memory_mb(),
-            baseline=baseline,
-            baseline_runs=baseline_runs,
-            provenance=provenance(),
-            train=train or {},
-        ),
+    record = store.RunRecord(
+        **base,
+        **fields,
+        created_at=store.now_iso(),
+        status=status,
+        trainable_params=trainable,
+        total_params=total,
+        wall_s=round(time.time() - t0, 2),
+        peak_mem_mb=peak_memory_mb(),
+        baseline=baseline,
+        baseline_runs=baseline_runs,
+        provenance=provenance(),
     )
+    store.append_record(results, record)
+    return record
 
 
 def check_disjoint(examples: list[dict], names: list[str]) -> None:
@@ -254,7 +241,6 @@ def train(recipe: Recipe, results: Path, console: Console, resume: dict | None =
     from mllmtune.evaluation import lmms_tasks
     from mllmtune.evaluation.runner import evaluate, prepare
     from mllmtune.models import load_model
-    from mllmtune.provenance import peak_memory_mb, provenance
     from mllmtune.stages import runner
     from mllmtune.stages.loop import Cancelled
     from mllmtune.strategies.saving import save_tuned
@@ -350,14 +336,14 @@ def train(recipe: Recipe, results: Path, console: Console, resume: dict | None =
             if not trained:
                 raise
             # A user error after training (e.g. in an lmms-eval task): recorded with the saved model.
-            _record_failure(results, base, t0, bundle, baseline, baseline_runs, artifacts={"model": str(model_dir)})
+            _append_record(results, base, t0, bundle, baseline, baseline_runs, artifacts={"model": str(model_dir)})
             raise
         except (Exception, KeyboardInterrupt) as exc:
             if not main:
                 raise
             cancelled = isinstance(exc, Cancelled | KeyboardInterrupt)
             checkpoint = getattr(exc, "checkpoint", None)
-            _record_failure(
+            _append_record(
                 results,
                 base,
                 t0,
@@ -375,22 +361,18 @@ def train(recipe: Recipe, results: Path, console: Console, resume: dict | None =
             raise
     for key, rows in predictions.items():
         store.write_predictions(results, run_id, key, rows)
-    record = store.RunRecord(
-        **base,
-        created_at=store.now_iso(),
+    record = _append_record(
+        results,
+        base,
+        t0,
+        bundle,
+        baseline,
+        baseline_runs,
         status="success",
-        trainable_params=trainable,
-        total_params=total,
-        wall_s=round(time.time() - t0, 2),
-        peak_mem_mb=peak_memory_mb(),
         scores=scores,
-        baseline=baseline,
-        baseline_runs=baseline_runs,
         train={**summary, **({"skipped_images": examples.skipped} if hasattr(examples, "skipped") else {})},
         artifacts={"predictions": str(run_dir / "predictions"), "model": str(model_dir)},
-        provenance=provenance(),
     )
-    store.append_record(results, record)
     print_summary(console, record, recipe)
     return record
 

@@ -20,7 +20,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from mllmtune.errors import UserError
-from mllmtune.readers import ALIASES, ALL, IMAGE_SUFFIXES, SUFFIXES, read_table  # noqa: F401  (re-exported)
+from mllmtune.readers import ALIASES, read_table
 from mllmtune.splits import HoldOut
 
 LABEL_SETS = {
@@ -266,7 +266,10 @@ def load_examples(spec: FileData, key: str = "data") -> Examples:
         raise UserError(f"{key}: no answer or answers column (columns present: {', '.join(columns)})")
     images = [_image(row.get(cols["image"]), row.get("_base")) if cols["image"] else None for row in rows]
     if spec.require_image:
-        rows, images = [r for r, i in zip(rows, images, strict=True) if i is not None], [i for i in images if i]
+        rows, images = (
+            [r for r, i in zip(rows, images, strict=True) if i is not None],
+            [i for i in images if i is not None],
+        )
     inspected = [_inspect(image) if image is not None else (None, None, None) for image in images]
     ids = unique_ids(
         [
@@ -278,18 +281,8 @@ def load_examples(spec: FileData, key: str = "data") -> Examples:
     answers = [label_key(a) if not _missing(a) else "" for a in raw_answers]  # strata of a holdout and a limit
     keep = list(range(len(rows)))
     if spec.holdout is not None:
-        keep = [
-            t[0]
-            for t in splits.hold_out(
-                list(enumerate(rows)),
-                ids,
-                spec.holdout,
-                spec.split,
-                None if vqa else answers,
-                key,
-                images=[sha for _, sha, _ in inspected],
-            )
-        ]
+        shas = [sha for _, sha, _ in inspected]
+        keep = splits.hold_out(keep, ids, spec.holdout, spec.split, None if vqa else answers, key, images=shas)
     if spec.limit:
         keep = stratified_sample(keep, spec.limit, [ids[i] for i in keep], None if vqa else (lambda i: answers[i]))
     labels = [] if vqa else resolve_labels(spec, [raw_answers[i] for i in keep])

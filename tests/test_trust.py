@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
-from test_report import record
+from test_report import ZERO, record
 from typer.testing import CliRunner
 
 from mllmtune import stats, store
@@ -54,16 +54,8 @@ T, S = "emoscenes-photo@1", "soft@1"
 
 
 def _zero(scores: dict) -> dict:
-    return _record(
-        run_id="zs",
-        name="zero-shot",
-        strategy="none",
-        family="none",
-        stage="zero-shot",
-        recipe_hash="h-zs",
-        recipe={"eval": {"benchmarks": ["emoscenes-photo", "soft"], "limit": None}},
-        scores=scores,
-    )
+    """test_report's zero-shot record, with these scores."""
+    return {**ZERO, "scores": scores}
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from mllmtune.sources import FileData
 
 BUILTIN = frozenset(BENCHMARKS)  # the world's benchmarks, named without a declaration
 PLAIN_TOKENS = 16
+REASONING_TOKENS = 1024
 VQA_ANSWERS = 10  # annotators per question in VQA v2, OK-VQA, TextVQA, VizWiz: what the official metric averages
 _LOADED: dict[tuple[str, str], list[dict]] = {}  # a declared set's items, read (and images hashed) once per run
 
@@ -27,7 +28,6 @@ def forget_loaded() -> None:
     _LOADED.clear()
 
 
-REASONING_TOKENS = 1024
 Metric = Literal["label", "exact_match", "vqa_soft", "multiple_choice", "yes_no"]
 
 
