@@ -24,7 +24,8 @@ ALIASES = {
     "answer": ["answer", "label", "solution", "emotion"],
     "answers": ["answers"],
     "choices": ["choices", "options"],
-    "context": ["hint", "context"],  # ScienceQA's hint, asked first (lmms-eval tasks/scienceqa/utils.py sqa_doc_to_text)
+    # ScienceQA's hint, asked first as "Context: ..." (lmms-eval tasks/scienceqa/utils.py: sqa_doc_to_text)
+    "context": ["hint", "context"],
     "id": ["id", "question_id", "qid", "item_id", "uid"],
     "split": ["split"],
 }
