@@ -169,21 +169,10 @@ class SFTStage(TrainLoop):
     )
 
 
-class RewardWeights(Strict):
-    """Weight of each reward term; 0 switches a term off (a reflective term at 0 costs no generation).
-
-    Defaults are the paper's (1-λ1-λ2)·acc + λ1·(coh+cons)/2 + λ2·format with λ1 = λ2 = 0.1; the released code's
-    0.8·acc + 0.1·(coh+cons) + 0.1·format is coherence = consistency = 0.1.
-    """
-
-    accuracy: float = Field(0.8, ge=0)
-    format: float = Field(0.1, ge=0)
-    coherence: float = Field(0.05, ge=0)
-    consistency: float = Field(0.05, ge=0)
-
-
 class ReflectionSpec(Strict):
-    """How the policy answers the reflective questions (sampled, no gradient)."""
+    """How the policy answers the reflective questions (sampled, no gradient). The released code samples them as
+    its validation (`examples/config.yaml`, `worker.rollout.val_override_config`: temperature 0.6, top_p 0.95) up to
+    the rollout's response length."""
 
     temperature: float = Field(0.6, gt=0)
     top_p: float = Field(0.95, gt=0, le=1)
@@ -207,12 +196,37 @@ class GRPOStage(TrainLoop):
     loss_type: Literal["grpo", "dapo", "dr_grpo", "bnpo"] = Field(
         "dapo", description="TRL's loss aggregation; 'dapo' is the token-mean loss the paper trains with"
     )
-    rewards: RewardWeights = Field(default_factory=RewardWeights)
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay; 0.01 as EMO-R3's released config")
+    updates_per_generation: int = Field(
+        1,
+        ge=1,
+        description="optimizer updates per batch of rollouts (the released config: 512 prompts per rollout, 256 per "
+        "update, so 2); above 1 the later updates are off-policy and the clip acts",
+    )
+    num_iterations: int = Field(1, ge=1, description="passes over each batch of rollouts (TRL's μ; released: 1)")
+    rewards: dict[str, float] = Field(
+        default_factory=lambda: _resolve_rewards(None),
+        description="a preset (released, paper, accuracy-format) or weights by reward name; see mllmtune/rewards",
+    )
     reflection: ReflectionSpec = Field(default_factory=ReflectionSpec)
     labels: list[str] | None = Field(None, description="candidate labels; default: each example's own label set")
     cold_start: SFTStage | None = Field(None, description="a short SFT on structured answers first (world cues)")
     use_vllm: bool = Field(False, description="generate rollouts with vLLM (TRL's option; GPU only)")
     vllm_mode: Literal["colocate", "server"] = "colocate"
+
+    @field_validator("rewards", mode="before")
+    @classmethod
+    def _rewards(cls, value: Any) -> dict[str, float]:
+        return _resolve_rewards(value)
+
+    @field_validator("labels")
+    @classmethod
+    def _label_set(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None:
+            from mllmtune.emo_r3.template import check_label_set
+
+            check_label_set(value)
+        return value
 
     @model_validator(mode="after")
     def _groups(self) -> GRPOStage:
@@ -220,9 +234,13 @@ class GRPOStage(TrainLoop):
             raise ValueError(
                 f"batch_size {self.batch_size} must be a multiple of num_generations {self.num_generations}"
             )
-        if not any(self.rewards.model_dump().values()):
-            raise ValueError("rewards: every weight is 0; at least one reward term must count")
         return self
+
+
+def _resolve_rewards(value: Any) -> dict[str, float]:
+    from mllmtune.rewards import resolve
+
+    return resolve(value)
 
 
 Stage = Annotated[Union[SFTStage, GRPOStage], Field(discriminator="name")]  # noqa: UP007

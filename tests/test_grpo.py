@@ -32,7 +32,7 @@ def test_structured_answer_of_the_world_has_the_format():
     text = structured_answer("a face with a smile. warm light. sun.", "they would feel glad", "positive", "joy")
     assert tpl.has_format(text, "emo-r3") and tpl.predicted_label(text, "emo-r3", ["joy", "fear"]) == "joy"
     assert not tpl.has_format(text.replace("<step2>", "<stepX>"), "emo-r3")
-    assert not tpl.has_format(text + " and more", "emo-r3")
+    assert not tpl.has_format(text.replace("</step3>", ""), "emo-r3")
 
 
 def test_accuracy_needs_the_boxed_label_exactly():
@@ -45,46 +45,13 @@ def test_accuracy_needs_the_boxed_label_exactly():
     assert out == [1.0, 0.0, 0.0, 0.0]
 
 
-# (completion, accuracy, format) for label "fear" under the emo-r3 template.
-COMPLETIONS = [
-    pytest.param(STRUCTURED, 1.0, 1.0, id="well-formed"),
-    pytest.param(STRUCTURED.replace("<step2> they would feel threatened </step2> ", ""), 1.0, 0.0, id="step-missing"),
-    pytest.param(
-        "<step2> b </step2> <step1> a </step1> <step3> c </step3> \\boxed{fear}", 1.0, 0.0, id="steps-out-of-order"
-    ),
-    pytest.param(STRUCTURED.replace("boxed{fear}", "boxed{anger}"), 0.0, 1.0, id="wrong-label"),
-    pytest.param(STRUCTURED.replace(" \\boxed{fear}", ""), 0.0, 0.0, id="no-answer"),
-    pytest.param("", 0.0, 0.0, id="empty"),
-    pytest.param(
-        "<step1> 😱 ｓｐｉｋｅｓ </step1> <step2> 怖い </step2> <step3> négatif </step3> \\boxed{ＦＥＡＲ}",
-        1.0,
-        1.0,
-        id="unicode",
-    ),
-    pytest.param("<step1> " + "spikes " * 5000 + "</step1>" * 3 + " \\boxed{fear", 0.0, 0.0, id="very-long-unclosed"),
-    pytest.param("\\boxed{fear} \\boxed{}", 0.0, 0.0, id="last-box-empty"),
-    pytest.param([{"role": "assistant", "content": STRUCTURED}], 1.0, 1.0, id="conversational"),
-]
+def test_rewards_survive_a_very_long_unclosed_reply():
+    long = "<step1> " + "spikes " * 5000 + "</step1>" * 3 + " \\boxed{fear"
+    kw = dict(label=["fear"], labels=[["fear", "anger"]], template=["emo-r3"])
+    assert rewards.accuracy_reward([long], **kw) == [0.0] and rewards.format_reward([long], **kw) == [0.0]
 
 
-@pytest.mark.parametrize(("completion", "accuracy", "fmt"), COMPLETIONS)
-def test_rewards_on_hand_written_completions(completion, accuracy, fmt):
-    kw = dict(label=["fear"], labels=[["fear", "anger", "joy"]], template=["emo-r3"], image=[None])
-    assert rewards.accuracy_reward([completion], **kw) == [accuracy]
-    assert rewards.format_reward([completion], **kw) == [fmt]
-    judges = (
-        (rewards.make_coherence_reward, lambda reply: rewards.score_coherence(reply, "fear", kw["labels"][0])),
-        (rewards.make_consistency_reward, rewards.score_consistency),
-    )
-    for make, score in judges:
-        for reply in ("", "none", "fear", "no", "yes", "?" * 300):
-            asked: list[dict] = []
-            (value,) = make(lambda qs, r=reply, a=asked: a.extend(qs) or [r] * len(qs))([completion], **kw)
-            assert value == (score(reply) if asked else 0.0), (make.__name__, reply)  # nothing to re-read: 0
-            assert asked or fmt == 0.0, "a well-formed completion must be re-read"
-
-
-def test_reflective_rewards_ask_once_per_step_and_only_for_reasoning():
+def test_reflective_rewards_ask_once_per_step_every_completion():
     calls = []
 
     def ask(queries):
@@ -93,18 +60,19 @@ def test_reflective_rewards_ask_once_per_step_and_only_for_reasoning():
 
     completions = [STRUCTURED, "\\boxed{fear}", STRUCTURED.replace("threatened", "calm")]
     coherence = rewards.make_coherence_reward(ask)(completions, label=["fear"] * 3, labels=[["fear", "joy"]] * 3)
-    assert coherence == [1.0, 0.0, 0.5]
-    assert len(calls) == 1 and len(calls[0]) == 2  # one batch, the completion without reasoning is not asked
+    assert coherence == [1.0, 0.5, 0.5]
+    assert len(calls) == 1 and len(calls[0]) == 3  # one batch; the completion without reasoning is asked "None"
+    assert calls[0][1]["prompt"] == tpl.NONE_QUESTION
     assert calls[0][0]["image"] is None and "Which emotion best describes the text above?" in calls[0][0]["prompt"]
 
     calls.clear()
     images = ["img-a", "img-b", "img-c"]
-    consistency = rewards.make_consistency_reward(lambda qs: calls.append(qs) or ["yes", "no"])(
+    consistency = rewards.make_consistency_reward(lambda qs: calls.append(qs) or ["yes", "none", "no"])(
         completions, image=images
     )
     assert consistency == [1.0, 0.0, 0.0]
-    assert len(calls) == 1 and [q["image"] for q in calls[0]] == ["img-a", "img-c"]
-    assert calls[0][0]["prompt"].endswith("a face with a frown. night light. spikes and fire.")
+    assert len(calls) == 1 and [q["image"] for q in calls[0]] == images
+    assert calls[0][0]["prompt"].endswith("<step1> a face with a frown. night light. spikes and fire. </step1>")
 
 
 def test_reward_terms_follow_the_recipe_weights():
@@ -121,7 +89,7 @@ def test_reward_terms_follow_the_recipe_weights():
     [
         ("stage.batch_size=6", "multiple of num_generations"),
         ("stage.rewards={accuracy: 0, format: 0, coherence: 0, consistency: 0}", "every weight is 0"),
-        ("stage.rewards.reflection=1", "stage.rewards.reflection: unknown key"),
+        ("stage.rewards.reflection=1", "stage.rewards: unknown reward 'reflection'"),
         ("stage.template=cot", "stage.template"),
     ],
 )
@@ -142,10 +110,12 @@ def test_reasoning_metrics_check_steps_against_the_truth():
     from mllmtune.evaluation.reasoning import reasoning_metrics
 
     cues = json.dumps({"face": None, "light": "night", "objects": ["spikes", "fire"]})
-    ex = {"valence": -0.8, "arousal": 0.85, "cues": cues}
+    ex = {"valence": -0.8, "arousal": 0.85, "cues": cues, "answer": "fear", "labels": ["fear", "joy"]}
     wrong = STRUCTURED.replace("negative with high", "positive with high").replace("spikes", "sun")
-    m = reasoning_metrics([ex, ex, ex], [STRUCTURED, wrong, "\\boxed{fear}"], "emo-r3")
+    wrong = wrong.replace("\\boxed{fear}", "\\boxed{joy}")
+    m = reasoning_metrics([ex, ex, ex], [STRUCTURED, wrong, "\\boxed{\\text{Fear}}"], "emo-r3")
     assert m["structured"] == pytest.approx(200 / 3)
+    assert m["accuracy_lenient"] == pytest.approx(200 / 3)  # the third only when `\text{}` is unwrapped
     assert m["step3_polarity"] == pytest.approx(100 / 3) and m["step3_arousal"] == pytest.approx(200 / 3)
     assert m["step1_cue_precision"] == pytest.approx(100 * 5 / 6)  # night, spikes, fire | night, sun, fire
     assert "step1_cue_precision" not in reasoning_metrics([ex], ["\\boxed{fear}"], "emo-r3")
@@ -226,8 +196,11 @@ def test_grpo_moves_only_what_the_strategy_trains(case, micro_world, tmp_path, m
 
     if case.options["name"] == "qlora" and (why := fourbit_problem()):
         pytest.skip(f"bitsandbytes 4-bit kernels unavailable here: {why}")
-    monkeypatch.setattr(rewards, "accuracy_reward", _varying_reward)
-    recipe = load_recipe("recipes/world/rl/emo-r3.yaml", ["data.limit=8"])
+    from mllmtune.rewards import register
+
+    register("test-varying")(_varying_reward)  # a reward by name, in place of accuracy (0 for the untrained policy)
+    weights = "{test-varying: 0.8, format: 0.1, coherence: 0.1, consistency: 0.1}"
+    recipe = load_recipe("recipes/world/rl/emo-r3.yaml", ["data.limit=8", f"stage.rewards={weights}"])
     loop = dict(max_steps=2, batch_size=8, learning_rate=1e-2, warmup_ratio=0.0, logging_steps=1)
     stage = recipe.stage.model_copy(update=dict(loop, max_completion_length=12))
     torch.manual_seed(0)

@@ -167,9 +167,21 @@ def test_unknown_reward_or_preset_lists_the_known_ones():
 
 
 @pytest.mark.parametrize(
-    ("labels", "message"),
-    [([], "stage.labels: empty"), (["fear", "joy, love"], "stage.labels: 'joy, love' holds a comma")],
+    ("override", "message"),
+    [
+        ("stage.labels=[]", "stage.labels: empty"),
+        ('stage.labels=[fear, "joy, love"]', "stage.labels: 'joy, love' holds a comma"),
+    ],
 )
-def test_a_label_set_the_coherence_prompt_cannot_name(labels, message):
-    with pytest.raises(ValueError, match=message):
-        GRPOStage(name="grpo", labels=labels)
+def test_a_label_set_the_coherence_prompt_cannot_name(override, message):
+    from mllmtune.recipe import load_recipe
+
+    with pytest.raises(UserError, match=message):
+        load_recipe("recipes/world/rl/emo-r3.yaml", [override])
+
+
+def test_a_data_label_set_the_coherence_prompt_cannot_name():
+    from mllmtune.stages.grpo import check_labels
+
+    with pytest.raises(UserError, match="data.labels: 'joy, love' holds a comma"):
+        check_labels([{"answer": "fear", "labels": ["fear", "joy, love"]}], GRPOStage(name="grpo"))

@@ -1,16 +1,18 @@
-"""EMO-R3 rewards as plain functions in TRL's reward signature: `f(completions, **columns) -> list[float]`.
+"""EMO-R3's rewards as the released code scores them, as plain functions in TRL's reward signature:
+`f(completions, **columns) -> list[float]`, registered by name in `mllmtune.rewards`.
 
-`accuracy_reward` and `format_reward` read only the completion and the example's columns (`label`, `labels`,
-`template`). The two reflective terms ask the *current policy* about its own reasoning, without gradient, in one
-batched generation per reward and step (`policy_asker`):
+Source: SeerRay-Lab/emo-r3 `examples/reward_function/emor3.py` (the scores) and `verl/trainer/ray_trainer.py`
+(`_rethink_batch`: what the policy is asked). `accuracy` and `format` read only the completion and the example's
+columns (`label`, `labels`, `template`). The two reflective terms ask the *current policy* about its own reasoning,
+without gradient, in one batched generation per reward and step (`policy_asker`):
 
-- coherence: steps 1-2 and "Which emotion best describes the text above?": 1 for the true label, 0.5 for an empty
-  or "none" reply, else 0;
-- consistency: the image, step 1 and "Can the following text describe the image?": 1 for yes, 0 for no, else 0.5.
+- coherence: `<step1>`…`</step2>` (tags included) and "Which emotion best describes the text above?": a reply equal
+  to the label (lowercased) 1, an empty or "none" reply 0.5, else 0;
+- consistency: the image, "Can the following text describe the image?" and `<step1>` up to `<step2>`: "yes" anywhere
+  in the reply 1, else "no" anywhere 0, else 0.5.
 
-A completion with no reasoning to re-read scores 0 on both (the format reward already penalizes the shape).
-The stage weighs the terms: total = w_acc·accuracy + w_fmt·format + w_coh·coherence + w_cons·consistency, so the
-paper's (1-λ1-λ2)·acc + λ1·(coh+cons)/2 + λ2·format is w_coh = w_cons = λ1/2.
+A completion without the span to re-read is still asked, with "Answer 'None'", and its reply scored by the same rule,
+as released. The stage weighs the terms by the recipe's `stage.rewards` (presets in `mllmtune.rewards`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from mllmtune.emo_r3 import template as tpl
-from mllmtune.evaluation.parse import match_label, normalize, parse_yes_no
+from mllmtune.rewards import register
 
 # ask(queries) -> replies; a query is {"prompt": str, "image": PIL image or None}.
 Asker = Callable[[list[dict]], list[str]]
@@ -31,23 +33,25 @@ def _text(completion) -> str:
     return "".join(m["content"] for m in completion if m["role"] == "assistant" and isinstance(m["content"], str))
 
 
-def accuracy_reward(completions, label, labels, template=None, **kwargs) -> list[float]:
-    """1.0 when the reply's answer is the label, else 0.0.
+@register("accuracy")
+def accuracy_reward(completions, label, labels=None, template=None, **kwargs) -> list[float]:
+    """1.0 when the last `\\boxed{}` holds the label (lowercased, exact), else 0.0; the plain template's named label.
 
-    >>> accuracy_reward(["<step1> x </step1> \\\\boxed{Fear}", "\\\\boxed{anger}", "fear"],
-    ...                 label=["fear"] * 3, labels=[["fear", "anger"]] * 3, template=["emo-r3"] * 3)
+    >>> accuracy_reward(["<step1> x </step1> \\\\boxed{Fear}.", "\\\\boxed{\\\\text{fear}}", "fear"],
+    ...                 label=["fear"] * 3, template=["emo-r3"] * 3)
     [1.0, 0.0, 0.0]
     """
     n = len(completions)
-    templates = template or ["emo-r3"] * n
+    templates, candidates = template or ["emo-r3"] * n, labels or [[lab] for lab in label]
     return [
         float(tpl.predicted_label(_text(c), t, labs) == lab)
-        for c, lab, labs, t in zip(completions, label, labels, templates, strict=True)
+        for c, lab, labs, t in zip(completions, label, candidates, templates, strict=True)
     ]
 
 
+@register("format")
 def format_reward(completions, template=None, **kwargs) -> list[float]:
-    """1.0 when the reply has the template's shape (three steps in order and `\\boxed{}` for EMO-R3), else 0.0.
+    """1.0 when the reply passes the template's released format check, else 0.0.
 
     >>> format_reward(["<step1> a </step1> <step2> b </step2> <step3> c </step3> \\\\boxed{fear}", "\\\\boxed{fear}"],
     ...               template=["emo-r3", "emo-r3"])
@@ -57,67 +61,72 @@ def format_reward(completions, template=None, **kwargs) -> list[float]:
     return [float(tpl.has_format(_text(c), t)) for c, t in zip(completions, templates, strict=True)]
 
 
-def score_coherence(reply: str, label: str, labels: list[str]) -> float:
+def score_coherence(reply: str, label: str) -> float:
+    """The released `rethink_reward`.
+
+    >>> [score_coherence(r, "fear") for r in ("Fear", "Fear.", "", "None", "joy")]
+    [1.0, 0.0, 0.5, 0.5, 0.0]
     """
-    >>> [score_coherence(r, "fear", ["fear", "joy"]) for r in ("Fear.", "", "none", "joy", "banana")]
-    [1.0, 0.5, 0.5, 0.0, 0.0]
-    """
-    if normalize(reply) in ("", "none"):
+    if not reply or reply.lower() == "none":
         return 0.5
-    return float(match_label(reply, labels) == label)
+    return 1.0 if reply.lower() == label.lower() else 0.0
 
 
 def score_consistency(reply: str) -> float:
+    """The released `rethink_reward_image`: substrings, "yes" first.
+
+    >>> [score_consistency(r) for r in ("Yes.", "No, yes", "It does not", "maybe")]
+    [1.0, 1.0, 0.0, 0.5]
     """
-    >>> [score_consistency(r) for r in ("Yes.", "no", "maybe")]
-    [1.0, 0.0, 0.5]
-    """
-    return {"yes": 1.0, "no": 0.0}.get(parse_yes_no(reply), 0.5)
+    if "yes" in reply.lower():
+        return 1.0
+    if "no" in reply.lower():
+        return 0.0
+    return 0.5
 
 
-def _reflect(ask: Asker, queries: list[dict | None], score: Callable[[int, str], float]) -> list[float]:
-    """Ask every non-empty query in one batch; completions with nothing to re-read score 0."""
-    todo = [i for i, q in enumerate(queries) if q is not None]
-    replies = dict(zip(todo, ask([queries[i] for i in todo]), strict=True)) if todo else {}
-    return [score(i, replies[i]) if i in replies else 0.0 for i in range(len(queries))]
+def _reflect(ask: Asker, queries: list[dict], score: Callable[[int, str], float]) -> list[float]:
+    """Ask every query in one batch and score each reply."""
+    replies = ask(queries) if queries else []
+    return [score(i, reply) for i, reply in enumerate(replies)]
 
 
+@register("coherence", reflective=True)
 def make_coherence_reward(ask: Asker) -> Callable[..., list[float]]:
     """Coherence of the reasoning with the true label, judged by the policy from the text alone.
 
     >>> reward = make_coherence_reward(lambda queries: ["fear"] * len(queries))
     >>> reward(["<step1> spikes </step1> <step2> scared </step2> <step3> negative </step3> \\\\boxed{fear}",
-    ...         "\\\\boxed{joy}"], label=["joy", "joy"], labels=[["fear", "joy"]] * 2)
-    [0.0, 0.0]
+    ...         "\\\\boxed{joy}"], label=["joy", "fear"], labels=[["fear", "joy"]] * 2)
+    [0.0, 1.0]
     """
 
     def coherence_reward(completions, label, labels, **kwargs) -> list[float]:
-        texts = [tpl.reasoning(_text(c)) for c in completions]
-        queries = [
-            {"prompt": tpl.coherence_question(t, labs), "image": None} if t else None
-            for t, labs in zip(texts, labels, strict=True)
-        ]
-        return _reflect(ask, queries, lambda i, reply: score_coherence(reply, label[i], labels[i]))
+        queries = []
+        for c, labs in zip(completions, labels, strict=True):
+            span = tpl.coherence_span(_text(c))
+            queries.append({"prompt": tpl.coherence_question(span, labs) if span else tpl.NONE_QUESTION, "image": None})
+        return _reflect(ask, queries, lambda i, reply: score_coherence(reply, label[i]))
 
     return coherence_reward
 
 
+@register("consistency", reflective=True)
 def make_consistency_reward(ask: Asker) -> Callable[..., list[float]]:
     """Consistency of step 1 (the named triggers) with the image, judged by the policy looking at the image.
 
-    >>> reward = make_consistency_reward(lambda queries: ["yes" if "sun" in q["prompt"] else "no" for q in queries])
-    >>> reward(["<step1> a sun </step1>", "<step1> rain </step1>", "\\\\boxed{joy}"], image=[None] * 3)
-    [1.0, 0.0, 0.0]
+    >>> reward = make_consistency_reward(lambda queries: ["yes" if "sun" in q["prompt"] else "nah" for q in queries])
+    >>> reward(["<step1> a sun </step1><step2>", "<step1> rain </step1><step2>", "\\\\boxed{joy}"], image=[None] * 3)
+    [1.0, 0.5, 0.5]
     """
 
     def consistency_reward(completions, image=None, **kwargs) -> list[float]:
         images = list(image) if image is not None else [None] * len(completions)
-        texts = [_text(c) for c in completions]
-        steps = [tpl.step(t, 1) or tpl.reasoning(t) for t in texts]
-        queries = [
-            {"prompt": tpl.CONSISTENCY_QUESTION.format(text=s), "image": img} if s else None
-            for s, img in zip(steps, images, strict=True)
-        ]
+        queries = []
+        for c, img in zip(completions, images, strict=True):
+            span = tpl.consistency_span(_text(c))
+            queries.append({"prompt": tpl.CONSISTENCY_QUESTION.format(text=span) if span else tpl.NONE_QUESTION,
+                            "image": img})
         return _reflect(ask, queries, lambda i, reply: score_consistency(reply))
 
     return consistency_reward

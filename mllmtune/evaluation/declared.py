@@ -98,13 +98,9 @@ class DatasetBenchmark(Benchmark):
 
         answer = example["answer"]
         if self.metric == "label":
-            template = example.get("template", "plain")
-            if template != "plain":
-                from mllmtune.emo_r3.template import predicted_label
+            from mllmtune.emo_r3.template import predicted_label  # the released strict reading in a reasoning template
 
-                pred = predicted_label(output, template, example["labels"])
-            else:
-                pred = parse.match_label(output, example["labels"])
+            pred = predicted_label(output, example.get("template", "plain"), example["labels"])
             return pred, pred == answer
         if self.metric == "yes_no":
             pred = parse.parse_yes_no(output)
@@ -130,6 +126,11 @@ class DatasetBenchmark(Benchmark):
                 gold, y_pred, labels=sorted(set(gold)), average="macro", zero_division=0
             )
         out["parsed"] = 100.0 * sum(p not in (None, "") for p in preds) / max(1, len(preds))
+        template = examples[0].get("template", "plain") if examples else "plain"
+        if self.metric == "label" and template != "plain" and outputs is not None:
+            from mllmtune.evaluation.reasoning import answer_metrics
+
+            out |= answer_metrics(examples, outputs, template)
         return out
 
 

@@ -1,6 +1,16 @@
-"""Reasoning quality of structured answers, where the world knows the truth behind each image.
+"""How reasoning replies are read: the released strict reading beside a lenient one, and, where the world knows the
+truth behind each image, the quality of the steps.
 
-- `structured`: share of replies in the template's shape;
+Every emotion benchmark asked in a reasoning template scores `accuracy` as EMO-R3's released accuracy reward reads a
+reply (the last `\\boxed{}`, lowercased, equal to the label; `template.predicted_label`): that is the number the
+leaderboard uses. `answer_metrics` adds, beside it:
+
+- `accuracy_lenient`: the boxed answer read forgivingly (`\\text{}` unwrapped, NFKC, wrapping punctuation and an
+  answer preamble dropped; `template.lenient_label`), for reporting only;
+- `structured`: share of replies passing the released format check.
+
+On the world, `reasoning_metrics` adds:
+
 - `step3_polarity`, `step3_arousal`: share whose step 3 names the true valence sign / arousal level (a missing or
   undecided step 3 counts as wrong);
 - `step1_cue_precision`: of the objects and lights that step 1 names, the share the image really has (absent when
@@ -28,14 +38,23 @@ def _true_cues(example: dict) -> set[str]:
     return {f"object:{x}" for x in cues["objects"]} | {f"light:{cues['light']}"}
 
 
+def answer_metrics(examples: list[dict], outputs: list[str], template: str) -> dict[str, float]:
+    """`accuracy_lenient` and `structured`, percentages over all examples."""
+    n = max(1, len(outputs))
+    lenient = sum(
+        tpl.lenient_label(out, template, ex["labels"]) == ex["answer"] for ex, out in zip(examples, outputs, strict=True)
+    )
+    structured = sum(tpl.has_format(out, template) for out in outputs)
+    return {"accuracy_lenient": 100.0 * lenient / n, "structured": 100.0 * structured / n}
+
+
 def reasoning_metrics(examples: list[dict], outputs: list[str], template: str) -> dict[str, float]:
-    """Percentages over all examples; cue precision over the cues named."""
+    """`answer_metrics` and the step checks; percentages over all examples, cue precision over the cues named."""
     from mllmtune.world.scenes import AROUSAL_THRESHOLD
 
     n = max(1, len(outputs))
-    structured = polarity_ok = arousal_ok = named = real = 0
+    polarity_ok = arousal_ok = named = real = 0
     for ex, out in zip(examples, outputs, strict=True):
-        structured += tpl.has_format(out, template)
         step3 = tpl.step(out, 3)
         if step3 is not None and "valence" in ex:
             said = tpl.polarity(step3)
@@ -46,8 +65,7 @@ def reasoning_metrics(examples: list[dict], outputs: list[str], template: str) -
             cues = _named_cues(step1)
             named += len(cues)
             real += len(cues & _true_cues(ex))
-    out = {
-        "structured": 100.0 * structured / n,
+    out = answer_metrics(examples, outputs, template) | {
         "step3_polarity": 100.0 * polarity_ok / n,
         "step3_arousal": 100.0 * arousal_ok / n,
     }

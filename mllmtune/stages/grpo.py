@@ -1,8 +1,10 @@
-"""The GRPO stage: TRL's `GRPOTrainer` with the EMO-R3 rewards, over whatever the strategy left trainable.
+"""The GRPO stage: TRL's `GRPOTrainer` with rewards by name, over whatever the strategy left trainable.
 
-Rollouts answer in the stage's template; rewards are accuracy, format and the two reflective terms, weighted in
-the recipe (a weight of 0 drops a term, and a dropped reflective term costs no generation). An optional cold start
-first runs the SFT stage on structured answers written from the world's ground-truth cues.
+Rollouts answer in the stage's template; the rewards and their weights come from the recipe's `stage.rewards` (a
+preset such as `released`, EMO-R3's released scoring, or weights by name; see `mllmtune.rewards`). A weight of 0
+drops a term, and a dropped reflective term costs no generation. An optional cold start (the suite's own aid for the
+world, whose base seldom writes the template; EMO-R3's released script has none) first runs the SFT stage on
+structured answers written from the world's ground-truth cues.
 """
 
 from __future__ import annotations
@@ -27,8 +29,16 @@ def _labels(example: dict, stage) -> list[str]:
 
 
 def check_labels(examples: list[dict], stage) -> None:
-    """A candidate list must cover every label of the data: an uncovered label could never be answered right."""
+    """A candidate list must cover every label of the data (an uncovered label could never be answered right), and
+    the coherence question must be able to list each example's label set."""
+    from mllmtune.emo_r3.template import check_label_set
+
     if not stage.labels:
+        for labels in {tuple(ex.get("labels") or ()) for ex in examples}:
+            try:
+                check_label_set(list(labels))
+            except ValueError as exc:
+                raise UserError(f"data.labels: {exc}") from None
         return
     missing = sorted({ex["answer"] for ex in examples} - set(stage.labels))
     if missing:
@@ -98,16 +108,10 @@ def cold_start_examples(examples: list[dict], stage) -> list[dict]:
 
 
 def reward_functions(stage, ask) -> tuple[list, list[float]]:
-    """The weighted reward terms of `stage.rewards`, dropping those at weight 0."""
-    terms = {
-        "accuracy": lambda: rewards.accuracy_reward,
-        "format": lambda: rewards.format_reward,
-        "coherence": lambda: rewards.make_coherence_reward(ask),
-        "consistency": lambda: rewards.make_consistency_reward(ask),
-    }
-    weights = stage.rewards.model_dump()
-    chosen = [name for name in terms if weights[name] > 0]
-    return [terms[name]() for name in chosen], [weights[name] for name in chosen]
+    """The reward functions of `stage.rewards` with a weight above 0, and their weights."""
+    from mllmtune.rewards import build
+
+    return build(stage.rewards, ask)
 
 
 @contextmanager
@@ -194,6 +198,8 @@ def run_grpo(
         temperature=stage.temperature,
         top_p=stage.top_p,
         max_completion_length=stage.max_completion_length,
+        steps_per_generation=stage.updates_per_generation * stage.grad_accum,  # TRL counts micro-steps
+        num_iterations=stage.num_iterations,
         beta=stage.beta,
         epsilon=stage.epsilon,
         epsilon_high=stage.epsilon_high,
@@ -215,8 +221,8 @@ def run_grpo(
         )
     trainer_box.append(trainer)
     if stage.cold_start is not None and trainer.ref_model is not None:
-        # TRL loads the reference from the model's path, i.e. the base; after a cold start the reference must be
-        # the cold-started policy, as in the paper's two-phase recipe.
+        # TRL loads the reference from the model's path, i.e. the base; after a cold start the reference is the
+        # cold-started policy, so that the KL term holds GRPO near where it started.
         ref = copy.deepcopy(trainer.accelerator.unwrap_model(trainer.model)).eval().requires_grad_(False)
         trainer.ref_model = trainer.accelerator.prepare_model(ref, evaluation_mode=True)
     summary |= loop.run(trainer, output_dir / "grpo", progress, resume_from, stage.release_freed_memory)

@@ -17,8 +17,6 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from mllmtune.emo_r3.template import CONSISTENCY_QUESTION as CAPTION_QUESTION
-from mllmtune.emo_r3.template import STRUCTURED_INSTRUCTION, coherence_question
 from mllmtune.world.render import render
 from mllmtune.world.scenes import (
     DOMAINS,
@@ -35,6 +33,27 @@ from mllmtune.world.scenes import (
     sample_scene,
     scene_row,
 )
+
+# The instruction and the two reflective question forms as world v5's base learned them in pretraining: the suite's
+# earlier paraphrases of EMO-R3's texts. They are frozen with the world (changing them changes what every world
+# build learns); runs ask in the released wording (`mllmtune.emo_r3.template`), which the base has to generalise to,
+# as a real instruction-tuned model meets a prompt worded differently from its tuning data.
+STRUCTURED_INSTRUCTION = (
+    "First think the emotional meaning step by step, then give the final answer. The reasoning MUST follow this "
+    "structure: <step1> what in the scene could trigger emotion (action, face, environment) </step1> <step2> how a "
+    "person would feel about it </step2> <step3> whether the emotion is positive or negative, high or low arousal "
+    "</step3>. The final answer MUST be put in \\boxed{}."
+)
+CAPTION_QUESTION = "Can the following text describe the image? Please answer with yes or no.\n{text}"
+_COHERENCE_QUESTION = (
+    "{text}\nWhich emotion best describes the text above? "
+    "Answer using one emotional category (one word only): {labels}"
+)
+
+
+def coherence_question(text: str, labels: list[str]) -> str:
+    return _COHERENCE_QUESTION.format(text=text, labels=", ".join(labels))
+
 
 TASKS: tuple[str, ...] = ("vqa", "caption", "digits", "emotion_text", "describe", "reasoning_text")
 TRAIN_ONLY: frozenset[str] = frozenset({"describe", "reasoning_text"})
