@@ -60,6 +60,7 @@ class Bundle:
     dtype: str = "float32"
     quantization: str = "none"
     attn_implementation: str | None = None
+    processor_kwargs: dict = field(default_factory=dict)
 
     def group_prefixes(self, group: str) -> list[str]:
         return self.groups[group]
@@ -124,24 +125,27 @@ def image_only_class(family: str):
     return type(base.__name__, (base,), {"__init__": __init__, "__doc__": base.__doc__})
 
 
-def image_only_processor(path: str, family: str, revision: str | None = None, trust_remote_code: bool = False):
+def image_only_processor(
+    path: str, family: str, revision: str | None = None, trust_remote_code: bool = False, **kwargs
+):
     from transformers import AutoImageProcessor, AutoTokenizer
 
     cls = image_only_class(family)
     kw = {"revision": revision, "trust_remote_code": trust_remote_code}
     tokenizer = AutoTokenizer.from_pretrained(path, **kw)
-    image_processor = AutoImageProcessor.from_pretrained(path, backend="pil", **kw)
+    image_processor = AutoImageProcessor.from_pretrained(path, backend="pil", **kw, **kwargs)
     template = Path(path) / "chat_template.jinja"
     chat_template = template.read_text() if template.is_file() else tokenizer.chat_template
     return cls(image_processor=image_processor, tokenizer=tokenizer, chat_template=chat_template)
 
 
-def load_processor(path: str, family: str, revision: str | None = None, trust_remote_code: bool = False):
+def load_processor(path: str, family: str, revision: str | None = None, trust_remote_code: bool = False, **kwargs):
+    """The model's processor; `kwargs` (a recipe's `model.processor`) go to the image processor."""
     from transformers import AutoProcessor
 
     if family in VIDEO_FAMILIES and importlib.util.find_spec("torchvision") is None:
-        return image_only_processor(path, family, revision, trust_remote_code)
-    return AutoProcessor.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
+        return image_only_processor(path, family, revision, trust_remote_code, **kwargs)
+    return AutoProcessor.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code, **kwargs)
 
 
 def processor_at(path: str | Path):
@@ -169,6 +173,7 @@ def load_bundle(
     attn_implementation: str | None = None,
     quantization: str = "none",
     trust_remote_code: bool = False,
+    processor_kwargs: dict | None = None,
 ) -> Bundle:
     import torch
     from transformers import AutoConfig, AutoModelForImageTextToText
@@ -194,7 +199,11 @@ def load_bundle(
         kwargs["quantization_config"] = quantization_config(quantization, torch_dtype)
         kwargs["device_map"] = {"": "cuda" if torch.cuda.is_available() else "cpu"}
     model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
-    processor = load_processor(path, family, revision, trust_remote_code)
+    processor_kwargs = dict(processor_kwargs or {})
+    try:
+        processor = load_processor(path, family, revision, trust_remote_code, **processor_kwargs)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"model.processor: {str(exc).splitlines()[0]}") from None
     return Bundle(
         model=model,
         processor=processor,
@@ -206,6 +215,7 @@ def load_bundle(
         dtype=dtype,
         quantization=quantization,
         attn_implementation=attn_implementation,
+        processor_kwargs=processor_kwargs,
     )
 
 
@@ -218,4 +228,5 @@ def load_model(spec) -> Bundle:
         attn_implementation=spec.attn_implementation,
         quantization=spec.quantization,
         trust_remote_code=spec.trust_remote_code,
+        processor_kwargs=spec.processor,
     )

@@ -48,6 +48,11 @@ class ModelSpec(Strict):
         "none", description="load the base quantized (bitsandbytes); the qlora strategy quantizes on its own"
     )
     trust_remote_code: bool = Field(False, description="run the model repository's own Python code")
+    processor: dict[str, Any] = Field(
+        default_factory=dict,
+        description="keyword arguments for the processor (e.g. Qwen2.5-VL's min_pixels / max_pixels); they decide "
+        "what the model sees, so they are part of a zero-shot score's fingerprint",
+    )
 
 
 class WorldData(Strict):
@@ -194,7 +199,9 @@ class GRPOStage(TrainLoop):
     epsilon: float = Field(0.2, gt=0, description="lower clip ratio")
     epsilon_high: float = Field(0.3, gt=0, description="upper clip ratio")
     loss_type: Literal["grpo", "dapo", "dr_grpo", "bnpo"] = Field(
-        "dapo", description="TRL's loss aggregation; 'dapo' is the token-mean loss the paper trains with"
+        "dapo",
+        description="TRL's loss aggregation; 'dapo' is the token-mean loss of EMO-R3's released code (EasyR1's "
+        "`loss_avg_mode: token`)",
     )
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay; 0.01 as EMO-R3's released config")
     updates_per_generation: int = Field(
@@ -230,9 +237,11 @@ class GRPOStage(TrainLoop):
 
     @model_validator(mode="after")
     def _groups(self) -> GRPOStage:
-        if self.batch_size % self.num_generations:
+        rollout = self.batch_size * self.grad_accum * self.updates_per_generation
+        if rollout % self.num_generations:
             raise ValueError(
-                f"batch_size {self.batch_size} must be a multiple of num_generations {self.num_generations}"
+                f"the completions of one rollout per device, batch_size x grad_accum x updates_per_generation = "
+                f"{rollout}, must be a multiple of num_generations {self.num_generations} (whole groups)"
             )
         return self
 

@@ -44,6 +44,7 @@ def _scored_model(bundle) -> dict:
         "dtype": getattr(bundle, "dtype", None),
         "quantization": getattr(bundle, "quantization", None),
         "attn_implementation": getattr(bundle, "attn_implementation", None),
+        **({"processor": bundle.processor_kwargs} if getattr(bundle, "processor_kwargs", None) else {}),
     }
 
 

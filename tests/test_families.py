@@ -193,13 +193,11 @@ def test_export_of_a_lora_run_loads_as_a_plain_model(tiny_model, data_dir, tmp_p
 def test_one_grpo_step_with_reflection(tiny_model, data_dir, tmp_path, monkeypatch):
     """EMO-R3 on each family: rollouts, the two reflective queries to the policy, one optimizer step, evaluation.
 
-    A random model almost never writes the template's steps, and a completion without reasoning is not re-read; so
-    every completion counts as reasoning here, and the policy must answer both kinds of query through the family's
-    processor (coherence: text only; consistency: with the image)."""
+    A random model almost never writes the template's steps; as released, such a completion is still asked ("Answer
+    'None'"), so the policy answers both kinds of query through the family's processor (coherence: text only;
+    consistency: with the image)."""
     from mllmtune.emo_r3 import rewards
 
-    monkeypatch.setattr(rewards.tpl, "reasoning", lambda text: text or "a sun")
-    monkeypatch.setattr(rewards.tpl, "step", lambda text, i: text or "a sun")
     asked: list[tuple[bool, str]] = []
     real_asker = rewards.policy_asker
 

@@ -87,7 +87,7 @@ def test_reward_terms_follow_the_recipe_weights():
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("stage.batch_size=6", "multiple of num_generations"),
+        ("stage.batch_size=3", "= 6, must be a multiple of num_generations 4"),
         ("stage.rewards={accuracy: 0, format: 0, coherence: 0, consistency: 0}", "every weight is 0"),
         ("stage.rewards.reflection=1", "stage.rewards: unknown reward 'reflection'"),
         ("stage.template=cot", "stage.template"),

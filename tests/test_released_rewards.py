@@ -7,8 +7,8 @@ Every expected value below is written by hand from the released rules (SeerRay-L
   `<step1>.*</step1>.*<step2>.*</step2>.*<step3>.*</step3>.*\\\\boxed\\{.*\\}.*` (DOTALL); accuracy = the last
   `\\boxed{}`'s content (mathruler's `extract_boxed_content`: brace-balanced, stripped, "None" when absent),
   lowercased, equal to the label lowercased; coherence (`rethink_reward`): empty or "none" reply → 0.5, reply equal to
-  the label (both lowercased, nothing stripped) → 1, else 0; consistency (`rethink_reward_image`): "yes" anywhere in the
-  lowercased reply → 1, else "no" anywhere → 0, else 0.5; overall = 0.8·acc + 0.1·(coh + cons) + 0.1·format.
+  the label (both lowercased, nothing stripped) → 1, else 0; consistency (`rethink_reward_image`): "yes" anywhere in
+  the lowercased reply → 1, else "no" anywhere → 0, else 0.5; overall = 0.8·acc + 0.1·(coh + cons) + 0.1·format.
 - `verl/trainer/ray_trainer.py`, `_rethink_batch`: coherence re-reads `<step1>.*?</step2>` of the raw reply, tags
   included, stripped, followed by "\\nWhich emotion best describes the text above?\\nAnswer the question using one
   emotional category (one word only): <labels>."; consistency shows the image and "Can the following text describe the
@@ -73,7 +73,8 @@ def test_accuracy_and_format_as_released(reply, accuracy, fmt):
 
 
 COHERENCE_QUESTION = (
-    "\nWhich emotion best describes the text above?\nAnswer the question using one emotional category (one word only): "
+    "\nWhich emotion best describes the text above?\n"
+    "Answer the question using one emotional category (one word only): "
     "amusement, anger, awe, contentment, disgust, excitement, fear, sadness."
 )
 S12 = f"{S1} {S2}"
@@ -185,3 +186,66 @@ def test_a_data_label_set_the_coherence_prompt_cannot_name():
 
     with pytest.raises(UserError, match="data.labels: 'joy, love' holds a comma"):
         check_labels([{"answer": "fear", "labels": ["fear", "joy, love"]}], GRPOStage(name="grpo"))
+
+
+def test_the_released_recipe_mirrors_the_released_config():
+    """Values written by hand from examples/config.yaml and examples/qwen2_5_vl_3b_emor3.sh."""
+    from mllmtune.recipe import load_recipe
+
+    r = load_recipe("recipes/qwen2.5-vl-3b/emo-r3-released.yaml")
+    s = r.stage
+    assert r.model.id == "Qwen/Qwen2.5-VL-3B-Instruct" and r.seed == 1
+    assert r.model.processor == {"min_pixels": 262144, "max_pixels": 4194304}
+    assert (r.data.source, r.data.path, r.data.split) == ("hub", "fuyyy74/EmoSet2k", "train")
+    assert r.strategy.name == "full" and s.template == "emo-r3" and s.epochs == 20
+    assert s.rewards == {"accuracy": 0.8, "format": 0.1, "coherence": 0.1, "consistency": 0.1}
+    assert (s.reflection.temperature, s.reflection.top_p, s.reflection.max_new_tokens) == (0.6, 0.95, 2048)
+    assert (s.num_generations, s.temperature, s.top_p, s.max_completion_length) == (8, 1.0, 1.0, 2048)
+    gpus = 8
+    assert s.batch_size * s.grad_accum * gpus == 256 * 8  # 256 prompts x 8 rollouts per update
+    assert s.batch_size * s.grad_accum * s.updates_per_generation * gpus == 512 * 8  # 512 prompts per rollout
+    assert s.num_iterations == 1
+    assert (s.learning_rate, s.lr_scheduler, s.warmup_ratio, s.weight_decay, s.max_grad_norm) == (
+        2e-6,
+        "constant",
+        0.0,
+        0.01,
+        1.0,
+    )
+    assert (s.beta, s.epsilon, s.epsilon_high, s.loss_type) == (0.01, 0.2, 0.3, "dapo")
+
+
+def test_processor_settings_reach_the_processor(tmp_path):
+    """Qwen2.5-VL's max_pixels bounds the patches an image becomes (14 x 14 pixels each)."""
+    from PIL import Image
+    from tiny_families import save_tiny
+
+    from mllmtune.models import load_bundle
+
+    path = save_tiny("qwen2_5_vl", tmp_path / "qwen")
+    image = Image.new("RGB", (448, 448), (120, 30, 30))
+
+    def patches(**kwargs) -> int:
+        processor = load_bundle(str(path), processor_kwargs=kwargs).processor.image_processor
+        return int(processor(images=[image], return_tensors="pt")["image_grid_thw"].prod())
+
+    assert patches() == 3136 // (14 * 14)  # the tiny processor's own bound
+    assert patches(min_pixels=3136, max_pixels=448 * 448) == (448 // 14) ** 2
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("stage.rewards=best", "stage.rewards: unknown preset 'best'; known: released, paper, accuracy-format"),
+        ("stage.rewards={accuracy: 1, fluency: 2}", "stage.rewards: unknown reward 'fluency'; known: accuracy, coh"),
+    ],
+)
+def test_bad_rewards_one_line_exit_2_nothing_written(override, message, tmp_path):
+    from typer.testing import CliRunner
+
+    from mllmtune.cli import app
+
+    args = ["train", "--recipe", "recipes/world/rl/emo-r3.yaml", "--results", str(tmp_path / "r"), "--set", override]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 2 and message in res.output and "Traceback" not in res.output
+    assert len(res.output.strip().splitlines()) == 1 and not (tmp_path / "r").exists()

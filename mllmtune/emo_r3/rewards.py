@@ -105,7 +105,8 @@ def make_coherence_reward(ask: Asker) -> Callable[..., list[float]]:
         queries = []
         for c, labs in zip(completions, labels, strict=True):
             span = tpl.coherence_span(_text(c))
-            queries.append({"prompt": tpl.coherence_question(span, labs) if span else tpl.NONE_QUESTION, "image": None})
+            prompt = tpl.coherence_question(span, labs) if span else tpl.NONE_QUESTION
+            queries.append({"prompt": prompt, "image": None})
         return _reflect(ask, queries, lambda i, reply: score_coherence(reply, label[i]))
 
     return coherence_reward
@@ -125,8 +126,8 @@ def make_consistency_reward(ask: Asker) -> Callable[..., list[float]]:
         queries = []
         for c, img in zip(completions, images, strict=True):
             span = tpl.consistency_span(_text(c))
-            queries.append({"prompt": tpl.CONSISTENCY_QUESTION.format(text=span) if span else tpl.NONE_QUESTION,
-                            "image": img})
+            prompt = tpl.CONSISTENCY_QUESTION.format(text=span) if span else tpl.NONE_QUESTION
+            queries.append({"prompt": prompt, "image": img})
         return _reflect(ask, queries, lambda i, reply: score_consistency(reply))
 
     return consistency_reward

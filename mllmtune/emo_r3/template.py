@@ -83,7 +83,7 @@ def check_label_set(labels: list[str]) -> None:
         raise ValueError("empty: the coherence question needs the candidate labels")
     for label in labels:
         if "," in label or not label.strip():
-            raise ValueError(f"{label!r} holds a comma or is blank; the coherence question lists labels comma-separated")
+            raise ValueError(f"{label!r} holds a comma or is blank; the coherence question lists labels with commas")
 
 
 def coherence_question(text: str, labels: list[str]) -> str:

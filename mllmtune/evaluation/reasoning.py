@@ -41,9 +41,8 @@ def _true_cues(example: dict) -> set[str]:
 def answer_metrics(examples: list[dict], outputs: list[str], template: str) -> dict[str, float]:
     """`accuracy_lenient` and `structured`, percentages over all examples."""
     n = max(1, len(outputs))
-    lenient = sum(
-        tpl.lenient_label(out, template, ex["labels"]) == ex["answer"] for ex, out in zip(examples, outputs, strict=True)
-    )
+    pairs = list(zip(examples, outputs, strict=True))
+    lenient = sum(tpl.lenient_label(out, template, ex["labels"]) == ex["answer"] for ex, out in pairs)
     structured = sum(tpl.has_format(out, template) for out in outputs)
     return {"accuracy_lenient": 100.0 * lenient / n, "structured": 100.0 * structured / n}
 

@@ -22,9 +22,10 @@ from dataclasses import dataclass
 _BUILTIN = ("mllmtune.emo_r3.rewards",)
 
 # Weights of each preset. `released`: SeerRay-Lab/emo-r3 `examples/reward_function/emor3.py` (`compute_score`,
-# format_weight 0.1): 0.8·accuracy + 0.1·(coherence + consistency) + 0.1·format, at most 1.1. `paper`: the EMO-R3
-# paper's (1 - λ1 - λ2)·accuracy + λ1·(coherence + consistency)/2 + λ2·format with λ1 = λ2 = 0.1. `accuracy-format`:
-# the released weights without the reflective terms (plain GRPO on the same scoring).
+# format_weight 0.1): 0.8·accuracy + 0.1·(coherence + consistency) + 0.1·format, at most 1.1. `paper`: the weighting
+# (1 - λ1 - λ2)·accuracy + λ1·(coherence + consistency)/2 + λ2·format with λ1 = λ2 = 0.1, which the suite carried
+# before it followed the released code, as the EMO-R3 paper's formula; its section and equation are not checked here.
+# `accuracy-format`: the released weights without the reflective terms (plain GRPO on the same scoring).
 PRESETS: dict[str, dict[str, float]] = {
     "released": {"accuracy": 0.8, "format": 0.1, "coherence": 0.1, "consistency": 0.1},
     "paper": {"accuracy": 0.8, "format": 0.1, "coherence": 0.05, "consistency": 0.05},
@@ -87,7 +88,8 @@ def resolve(spec) -> dict[str, float]:
     known = registry()
     for name, weight in spec.items():
         if name not in known:
-            raise ValueError(f"unknown reward {name!r}; known: {', '.join(sorted(known))} (presets: {', '.join(PRESETS)})")
+            names, presets = ", ".join(sorted(known)), ", ".join(PRESETS)
+            raise ValueError(f"unknown reward {name!r}; known: {names} (presets: {presets})")
         if isinstance(weight, bool) or not isinstance(weight, int | float) or weight < 0:
             raise ValueError(f"{name}: a weight must be a number >= 0, got {weight!r}")
         weights[name] = weight

@@ -30,7 +30,9 @@ class PromptTuningOptions(_PromptOptions):
 
 class PrefixTuningOptions(_PromptOptions):
     name: Literal["prefix-tuning"] = "prefix-tuning"
-    projection: bool = Field(False, description="reparameterize the prefix through an MLP (the paper's trick)")
+    projection: bool = Field(
+        False, description="reparameterize the prefix through an MLP (Li & Liang 2021, Prefix-Tuning, §4.3)"
+    )
     projection_hidden: int = Field(128, ge=1)
 
 
