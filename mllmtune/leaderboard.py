@@ -52,10 +52,17 @@ class Report:
 def _keys(scores: dict, names: list[str], template: str = "plain") -> list[str]:
     """Score keys (`name@version`) for benchmark names; a record's own keys win, so old versions still match.
 
-    A run evaluated in a reasoning template holds its emotion scores as `name/template@version`; those are its
-    columns where they exist (retention benchmarks stay plain)."""
+    A run evaluated in a reasoning template holds its emotion scores as `name/template-rN@version` (N: the
+    template's revision; records before revisions: `name/template@version`); those are its columns where they exist
+    (retention benchmarks stay plain)."""
     by_name = {k.rsplit("@", 1)[0]: k for k in scores}
-    return [by_name.get(f"{n}/{template}", by_name.get(n, n)) for n in names]
+
+    def key(n: str) -> str:
+        asked = f"{n}/{template}"
+        held = [k for name, k in by_name.items() if name == asked or name.startswith(f"{asked}-r")]
+        return held[-1] if template != "plain" and held else by_name.get(n, n)
+
+    return [key(n) for n in names]
 
 
 def _template(rec: dict) -> str:

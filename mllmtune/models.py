@@ -203,6 +203,8 @@ def load_bundle(
     try:
         processor = load_processor(path, family, revision, trust_remote_code, **processor_kwargs)
     except (TypeError, ValueError) as exc:
+        if not processor_kwargs:
+            raise
         raise UserError(f"model.processor: {str(exc).splitlines()[0]}") from None
     return Bundle(
         model=model,

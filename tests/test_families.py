@@ -225,6 +225,6 @@ def test_one_grpo_step_with_reflection(tiny_model, data_dir, tmp_path, monkeypat
     assert {"accuracy_reward", "format_reward", "coherence_reward", "consistency_reward"} <= set(
         run["train"]["rewards"]
     )
-    assert set(run["scores"]) == {"tiny-emotion/emo-r3@1", "tiny-vqa@1"}
+    assert set(run["scores"]) == {"tiny-emotion/emo-r3-r2@1", "tiny-vqa@1"}
     assert {has_image for has_image, _ in asked} == {False, True}  # coherence and consistency both reached it
     assert all(isinstance(reply, str) for _, reply in asked)

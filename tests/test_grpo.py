@@ -73,6 +73,7 @@ def test_reflective_rewards_ask_once_per_step_every_completion():
     assert consistency == [1.0, 0.0, 0.0]
     assert len(calls) == 1 and [q["image"] for q in calls[0]] == images
     assert calls[0][0]["prompt"].endswith("<step1> a face with a frown. night light. spikes and fire. </step1>")
+    assert calls[0][1]["prompt"] == "\nAnswer 'None'"
 
 
 def test_reward_terms_follow_the_recipe_weights():
@@ -196,9 +197,10 @@ def test_grpo_moves_only_what_the_strategy_trains(case, micro_world, tmp_path, m
 
     if case.options["name"] == "qlora" and (why := fourbit_problem()):
         pytest.skip(f"bitsandbytes 4-bit kernels unavailable here: {why}")
-    from mllmtune.rewards import register
+    from mllmtune import rewards as registry
 
-    register("test-varying")(_varying_reward)  # a reward by name, in place of accuracy (0 for the untrained policy)
+    registry.registry()  # the built-ins first; a reward by name in place of accuracy (0 for the untrained policy)
+    monkeypatch.setitem(registry._REGISTRY, "test-varying", registry.Reward("test-varying", _varying_reward, False))
     weights = "{test-varying: 0.8, format: 0.1, coherence: 0.1, consistency: 0.1}"
     recipe = load_recipe("recipes/world/rl/emo-r3.yaml", ["data.limit=8", f"stage.rewards={weights}"])
     loop = dict(max_steps=2, batch_size=8, learning_rate=1e-2, warmup_ratio=0.0, logging_steps=1)
@@ -238,11 +240,11 @@ def test_emo_r3_with_cold_start_through_the_cli(micro_world, tmp_path):
     assert [r["stage"] for r in records] == ["zero-shot", "grpo"]
     run = records[1]
     assert run["status"] == "success" and run["recipe"]["eval"]["template"] == "emo-r3"
-    assert set(run["scores"]) == {f"emoscenes-{d}/emo-r3@1" for d in ("photo", "art", "web")} | {
+    assert set(run["scores"]) == {f"emoscenes-{d}/emo-r3-r2@1" for d in ("photo", "art", "web")} | {
         "world-general@2",
         "world-emotion-knowledge@1",
     }
-    assert {"structured", "step3_polarity"} <= set(run["scores"]["emoscenes-photo/emo-r3@1"])
+    assert {"structured", "step3_polarity"} <= set(run["scores"]["emoscenes-photo/emo-r3-r2@1"])
     assert run["train"]["cold_start"]["steps"] > 0 and run["train"]["steps"] == 2
     assert {"accuracy_reward", "format_reward", "coherence_reward", "consistency_reward"} <= set(
         run["train"]["rewards"]

@@ -14,10 +14,11 @@ def _varying_reward(completions, **kwargs) -> list[float]:
     return [float(len(str(c)) % 3) for c in completions]
 
 
-def _stage(**update):
-    from mllmtune.rewards import register
+def _stage(monkeypatch, **update):
+    from mllmtune import rewards
 
-    register("test-length")(_varying_reward)
+    rewards.registry()  # the built-ins first; the test reward is registered for this test only
+    monkeypatch.setitem(rewards._REGISTRY, "test-length", rewards.Reward("test-length", _varying_reward, False))
     recipe = load_recipe("recipes/world/rl/emo-r3.yaml", ["data.limit=8"])
     loop = dict(max_steps=2, batch_size=8, learning_rate=1e-2, warmup_ratio=0.0, logging_steps=1)
     rewards = {"test-length": 1.0, "coherence": 0.1, "consistency": 0.1}
@@ -39,7 +40,7 @@ def test_the_judge_is_the_live_updated_policy(micro_world, tmp_path, monkeypatch
     from mllmtune.run import train_examples
     from mllmtune.stages import grpo
 
-    recipe, stage = _stage(updates_per_generation=1)  # a fresh rollout, so reflection, at each step
+    recipe, stage = _stage(monkeypatch, updates_per_generation=1)  # a fresh rollout, so reflection, at each step
     assert stage.beta > 0  # TRL keeps a reference model
     torch.manual_seed(0)
     bundle = load_bundle("world")
@@ -98,7 +99,7 @@ def test_several_updates_per_rollout_make_the_clip_act(micro_world, tmp_path, mo
 
     callbacks = loop.callbacks
     monkeypatch.setattr(loop, "callbacks", lambda progress, label: callbacks(progress, label) + [Record()])
-    recipe, stage = _stage(updates_per_generation=updates, rewards={"test-length": 1.0})
+    recipe, stage = _stage(monkeypatch, updates_per_generation=updates, rewards={"test-length": 1.0})
     torch.manual_seed(0)
     bundle = load_bundle("world")
     summary = grpo.run_grpo(bundle.model, bundle.processor, train_examples(recipe), stage, tmp_path, seed=0)

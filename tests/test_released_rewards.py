@@ -12,8 +12,9 @@ Every expected value below is written by hand from the released rules (SeerRay-L
 - `verl/trainer/ray_trainer.py`, `_rethink_batch`: coherence re-reads `<step1>.*?</step2>` of the raw reply, tags
   included, stripped, followed by "\\nWhich emotion best describes the text above?\\nAnswer the question using one
   emotional category (one word only): <labels>."; consistency shows the image and "Can the following text describe the
-  image?Please answer with yes or no." followed by `(<step1>.*?)(?=<step2>)`, stripped; a reply with no such span is
-  still asked, with "Answer 'None'".
+  image?Please answer with yes or no." followed by `(<step1>.*?)(?=<step2>)`, stripped, the text starting with a
+  newline after the image (the released "<image>\nCan …" split at "<image>" by `verl/utils/dataset.py`); a reply with
+  no such span is still asked, with "Answer 'None'" ("\nAnswer 'None'" after the image for consistency).
 
 Nothing here is computed by the suite's own parsing functions.
 """
@@ -105,7 +106,8 @@ def test_coherence_as_released(reply, asked, answer, expected):
     assert [(q["prompt"], q["image"]) for q in queries] == [(asked, None)]
 
 
-CONSISTENCY_QUESTION = "Can the following text describe the image?Please answer with yes or no."
+# After the image: the released "<image>\nCan …" is split at "<image>" (`verl/utils/dataset.py`, `_build_messages`).
+CONSISTENCY_QUESTION = "\nCan the following text describe the image?Please answer with yes or no."
 
 # (reply, what the policy is asked besides the image, the policy's answer, consistency).
 CONSISTENCY = [
@@ -117,8 +119,8 @@ CONSISTENCY = [
     pytest.param(WELL, CONSISTENCY_QUESTION + S1, "", 0.5, id="empty"),
     pytest.param(WELL, CONSISTENCY_QUESTION + S1, "None", 0.0, id="none-holds-no"),
     pytest.param(f"{S1} then {S2}", CONSISTENCY_QUESTION + f"{S1} then", "yes", 1.0, id="up-to-step2"),
-    pytest.param(f"{S1} {S3} \\boxed{{fear}}", "Answer 'None'", "None", 0.0, id="no-step2"),
-    pytest.param("\\boxed{fear}", "Answer 'None'", "yes", 1.0, id="no-reasoning"),
+    pytest.param(f"{S1} {S3} \\boxed{{fear}}", "\nAnswer 'None'", "None", 0.0, id="no-step2"),
+    pytest.param("\\boxed{fear}", "\nAnswer 'None'", "yes", 1.0, id="no-reasoning"),
 ]
 
 

@@ -307,7 +307,7 @@ def test_report_on_10k_records_is_fast(tmp_path):
 
 def test_a_reasoning_template_run_is_read_in_its_own_columns(tmp_path):
     """A GRPO run asked in the emo-r3 template compares with the base asked the same way, not with plain answers."""
-    t2, ood2 = "emoscenes-photo/emo-r3@1", "emoscenes-art/emo-r3@1"
+    t2, ood2 = "emoscenes-photo/emo-r3-r2@1", "emoscenes-art/emo-r3-r2@1"
     zero_r3 = record(
         run_id="zs-r3", name="zero-shot", strategy="none", family="none", stage="zero-shot", recipe_hash="h-zs-r3",
         recipe={"eval": {"benchmarks": ["emoscenes-photo", "emoscenes-art"], "limit": None, "template": "emo-r3"}},
@@ -327,7 +327,7 @@ def test_a_reasoning_template_run_is_read_in_its_own_columns(tmp_path):
 
 def test_a_base_asked_only_in_a_reasoning_template_is_read_in_it(tmp_path):
     """A table of GRPO runs holds only the base asked in their template: its row shows those scores, not blanks."""
-    t2 = "emoscenes-photo/emo-r3@1"
+    t2 = "emoscenes-photo/emo-r3-r2@1"
     zero_r3 = record(
         run_id="zs-r3", name="zero-shot", strategy="none", family="none", stage="zero-shot", recipe_hash="h-zs-r3",
         recipe={"eval": {"benchmarks": ["emoscenes-photo"], "limit": None, "template": "emo-r3"}},

@@ -11,8 +11,9 @@ without gradient, in one batched generation per reward and step (`policy_asker`)
 - consistency: the image, "Can the following text describe the image?" and `<step1>` up to `<step2>`: "yes" anywhere
   in the reply 1, else "no" anywhere 0, else 0.5.
 
-A completion without the span to re-read is still asked, with "Answer 'None'", and its reply scored by the same rule,
-as released. The stage weighs the terms by the recipe's `stage.rewards` (presets in `mllmtune.rewards`).
+A completion without the span to re-read is still asked, with "Answer 'None'" (after the image, for consistency), and
+its reply scored by the same rule, as released. The stage weighs the terms by the recipe's `stage.rewards` (presets
+in `mllmtune.rewards`).
 """
 
 from __future__ import annotations
@@ -126,7 +127,7 @@ def make_consistency_reward(ask: Asker) -> Callable[..., list[float]]:
         queries = []
         for c, img in zip(completions, images, strict=True):
             span = tpl.consistency_span(_text(c))
-            prompt = tpl.CONSISTENCY_QUESTION.format(text=span) if span else tpl.NONE_QUESTION
+            prompt = tpl.CONSISTENCY_QUESTION.format(text=span) if span else tpl.NONE_IMAGE_QUESTION
             queries.append({"prompt": prompt, "image": img})
         return _reflect(ask, queries, lambda i, reply: score_consistency(reply))
 

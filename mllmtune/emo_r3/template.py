@@ -32,15 +32,23 @@ THINK_INSTRUCTION = (
 )
 # The Reflective Emotional Reward's two questions, verbatim from SeerRay-Lab/emo-r3 `verl/trainer/ray_trainer.py`
 # (`fit`, `rethink_prompt_template` and `rethink_prompt_template_image`). The released coherence question lists the
-# Mikels-8 labels; here it lists the training data's own label set. The consistency question is shown with the image;
-# the released text has no space before "Please" and none before the reasoning.
+# Mikels-8 labels; here it lists the training data's own label set. The consistency question follows the image: the
+# released prompt is "<image>\nCan …", split at "<image>" by its data loader (`verl/utils/dataset.py`,
+# `_build_messages`), so the text after the image starts with a newline; it has no space before "Please" and none
+# before the reasoning.
 COHERENCE_QUESTION = (
     "{text}\nWhich emotion best describes the text above?\n"
     "Answer the question using one emotional category (one word only): {labels}."
 )
-CONSISTENCY_QUESTION = "Can the following text describe the image?Please answer with yes or no.{text}"
-# What the released code asks instead when a reply holds no reasoning to re-read (`_rethink_batch`).
+CONSISTENCY_QUESTION = "\nCan the following text describe the image?Please answer with yes or no.{text}"
+# What the released code asks instead when a reply holds no reasoning to re-read (`_rethink_batch`): "Answer 'None'"
+# alone for coherence, "<image>\nAnswer 'None'" (the image, then the text) for consistency.
 NONE_QUESTION = "Answer 'None'"
+NONE_IMAGE_QUESTION = "\nAnswer 'None'"
+# A template's revision, bumped when what it asks or how a reply is read changes meaning; it is part of a benchmark's
+# key (`Benchmark.key_for`), so scores under an earlier reading never share a column with today's. 2: the released
+# instruction and the released strict reading (format check, last-box accuracy).
+REVISION: dict[str, int] = {"plain": 1, "emo-r3": 2, "think": 2}
 INSTRUCTIONS: dict[str, str] = {"plain": "", "emo-r3": STRUCTURED_INSTRUCTION, "think": THINK_INSTRUCTION}
 # Evaluation budget per template: a structured answer runs to about 80 tokens of the world's tokenizer.
 MAX_NEW_TOKENS: dict[str, int] = {"plain": 8, "emo-r3": 160, "think": 160}

@@ -29,10 +29,18 @@ class Benchmark:
         return self.key_for("plain")
 
     def key_for(self, template: str) -> str:
-        """`name@version`; an emotion benchmark asked in a reasoning template is its own column, `name/template@v`,
-        so it pairs only with a baseline asked the same way."""
-        name = self.name if template == "plain" or self.kind != "emotion" else f"{self.name}/{template}"
-        return f"{name}@{self.version}"
+        """`name@version`; an emotion benchmark asked in a reasoning template is its own column,
+        `name/template-rN@version` (N: the template's revision), so it pairs only with a baseline asked and read the
+        same way.
+
+        >>> BENCHMARKS["emoscenes-photo"].key_for("emo-r3")
+        'emoscenes-photo/emo-r3-r2@1'
+        """
+        from mllmtune.emo_r3.template import REVISION
+
+        if template == "plain" or self.kind != "emotion":
+            return f"{self.name}@{self.version}"
+        return f"{self.name}/{template}-r{REVISION[template]}@{self.version}"
 
     def new_tokens(self, template: str) -> int:
         from mllmtune.emo_r3.template import MAX_NEW_TOKENS

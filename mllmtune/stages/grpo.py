@@ -131,13 +131,25 @@ def _plain_ref_init(model):
 
 
 def _policy_opener(trainer):
+    """The live policy ready to generate, as TRL's own generation path opens it (`GRPOTrainer._generate`): unwrapped
+    from DDP / DeepSpeed (ZeRO-3 parameters gathered) and, under FSDP, with the full parameters summoned."""
+
     @contextmanager
     def open_policy():
+        from contextlib import nullcontext
+
         from trl.models.utils import unwrap_model_for_generation
 
-        with unwrap_model_for_generation(
-            trainer.model_wrapped, trainer.accelerator, gather_deepspeed3_params=trainer.args.ds3_gather_for_generation
-        ) as model:
+        dist = getattr(trainer, "_dist", None)  # TRL's FSDP/DeepSpeed helper (private; absent in older versions)
+        full = dist.summon_full_params(trainer.model_wrapped, recurse=False) if dist is not None else nullcontext()
+        with (
+            unwrap_model_for_generation(
+                trainer.model_wrapped,
+                trainer.accelerator,
+                gather_deepspeed3_params=trainer.args.ds3_gather_for_generation,
+            ) as model,
+            full,
+        ):
             yield model
 
     return open_policy
