@@ -15,7 +15,6 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from rich.console import Console
 from rich.table import Table
@@ -109,11 +108,11 @@ def load_suite(
     path = Path(path)
     if not path.is_file():
         raise UserError(f"suite file not found: {path}")
+    from mllmtune.recipe import read_yaml
+
+    data = read_yaml(path) or {}
     try:
-        data = yaml.safe_load(path.read_text()) or {}
         suite = Suite.model_validate(data)
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
     except ValidationError as exc:
         problems = [f"{'.'.join(map(str, e['loc'])) or '(top level)'}: {e['msg']}" for e in exc.errors()]
         raise UserError(f"{path}: not a valid suite: " + "; ".join(problems)) from None

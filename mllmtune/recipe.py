@@ -59,6 +59,14 @@ class WorldData(Strict):
     source: Literal["world"] = "world"
     domain: Literal["photo", "art", "web"] = "photo"
     split: str = "train"
+
+    @field_validator("split")
+    @classmethod
+    def _world_split(cls, value: str) -> str:
+        if value not in WORLD_SPLITS:
+            raise ValueError(f"the world has no split {value!r}; known: {', '.join(WORLD_SPLITS)}")
+        return value
+
     limit: int | None = Field(None, ge=1, description="use only the first N examples")
 
 
@@ -102,6 +110,8 @@ class EvalSpec(Strict):
 
         if names is None:
             return names
+        if info.field_name == "target" and not names:
+            raise ValueError("empty; name at least one target benchmark (E needs one)")
         declared = info.data.get("datasets") or {}
         unknown = [n for n in names if n not in BUILTIN and n not in declared and not is_lmms(n)]
         if unknown:
@@ -128,6 +138,27 @@ class EvalSpec(Strict):
 Precision = Literal["no", "bf16", "fp16"]
 
 
+WORLD_SPLITS = ("test", "train")  # what mllmtune/world/build.py writes for every data set
+# transformers' own scheduler names (`transformers.trainer_utils.SchedulerType`; copied so that validating a recipe
+# does not import torch; tests/test_robust.py checks the copy against transformers).
+SCHEDULERS = (
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "constant",
+    "constant_with_warmup",
+    "inverse_sqrt",
+    "reduce_lr_on_plateau",
+    "cosine_with_min_lr",
+    "cosine_warmup_with_min_lr",
+    "warmup_stable_decay",
+    "greedy",
+)
+# Beyond these a recipe is a typo, not an experiment (10^7 steps of one second each are four months).
+MAX_STEPS_BOUND = 10_000_000
+MAX_EPOCHS_BOUND = 10_000
+
 # Stage settings that change how memory is held, not what is computed: left out of the recipe hash, so runs that
 # differ only in them compare as one configuration.
 HASH_IGNORED_STAGE_KEYS = ("release_freed_memory",)
@@ -136,14 +167,14 @@ HASH_IGNORED_STAGE_KEYS = ("release_freed_memory",)
 class TrainLoop(Strict):
     """What every stage's trainer loop shares (both stages run on `transformers.Trainer` arguments)."""
 
-    epochs: float = Field(1.0, gt=0)
-    max_steps: int = Field(-1, description="overrides epochs when > 0")
-    learning_rate: float = Field(1e-4, gt=0)
+    epochs: float = Field(1.0, gt=0, le=MAX_EPOCHS_BOUND)
+    max_steps: int = Field(-1, le=MAX_STEPS_BOUND, description="overrides epochs when > 0")
+    learning_rate: float = Field(1e-4, gt=0, allow_inf_nan=False)
     batch_size: int = Field(16, ge=1)
     grad_accum: int = Field(1, ge=1)
     weight_decay: float = Field(0.0, ge=0)
     warmup_ratio: float = Field(0.05, ge=0, le=1)
-    lr_scheduler: str = "cosine"
+    lr_scheduler: str = Field("cosine", description="a transformers scheduler name")
     max_grad_norm: float = 1.0
     logging_steps: int = Field(10, ge=1)
     gradient_checkpointing: bool = False
@@ -161,6 +192,13 @@ class TrainLoop(Strict):
         "lowered the training peak of full / lora / qlora by 9 / 24 / 37% and made their steps 1.2 / 1.4 / 1.7x as "
         "long. Does not change what is computed",
     )
+
+    @field_validator("lr_scheduler")
+    @classmethod
+    def _scheduler(cls, value: str) -> str:
+        if value not in SCHEDULERS:
+            raise ValueError(f"unknown scheduler {value!r}; known: {', '.join(SCHEDULERS)}")
+        return value
 
 
 class SFTStage(TrainLoop):
@@ -189,7 +227,7 @@ class GRPOStage(TrainLoop):
 
     name: Literal["grpo"]
     template: Literal["emo-r3", "think", "plain"] = Field("emo-r3", description="answer format asked and rewarded")
-    learning_rate: float = Field(2e-6, gt=0)
+    learning_rate: float = Field(2e-6, gt=0, allow_inf_nan=False)
     mixed_precision: Precision = Field("bf16", description="TRL's default for GRPO")
     num_generations: int = Field(4, ge=2, description="group size G")
     temperature: float = Field(1.0, gt=0, description="rollout sampling temperature")
@@ -262,9 +300,9 @@ def _strategy_union():
 
 
 class Recipe(Strict):
-    name: str
+    name: str = Field(min_length=1)
     description: str = ""
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="0 to 2^32 - 1 (numpy's range)")
     model: ModelSpec = Field(default_factory=ModelSpec)
     data: DataSpec = Field(default_factory=WorldData)
     strategy: _strategy_union()
@@ -311,8 +349,47 @@ def apply_overrides(data: dict, overrides: list[str], where: str = "--set") -> d
             if not isinstance(child, dict):
                 raise UserError(f"{where} {key}: {part!r} is not a section")
             node = child
-        node[parts[-1]] = yaml.safe_load(raw)
+        node[parts[-1]] = _yaml(raw, f"{where} {key.strip()}")
     return data
+
+
+def _yaml(text: str, where: str):
+    """`yaml.safe_load` (no tag builds a Python object), its failures as one line naming `where`."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None and "\n" in text.strip() else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UserError(f"{where}{line}: not valid YAML ({problem})") from None
+    except RecursionError:
+        raise UserError(f"{where}: nested too deeply to read") from None
+
+
+def read_yaml(path: Path):
+    """A YAML file's content (recipe, suite): any failure to read it is one line naming the file."""
+    return _yaml(read_text(path), str(path))
+
+
+def read_text(path: Path) -> str:
+    """A text file's content: UTF-8, or the encoding its byte-order mark names (UTF-8, -16, -32); else one line."""
+    import codecs
+
+    raw = path.read_bytes()
+    marks = (
+        (codecs.BOM_UTF32_LE, "utf-32"),
+        (codecs.BOM_UTF32_BE, "utf-32"),
+        (codecs.BOM_UTF8, "utf-8-sig"),
+        (codecs.BOM_UTF16_LE, "utf-16"),
+        (codecs.BOM_UTF16_BE, "utf-16"),
+    )
+    encoding = next((enc for bom, enc in marks if raw.startswith(bom)), "utf-8")
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise UserError(
+            f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); save it as UTF-8"
+        ) from None
 
 
 def _variants(section: str) -> dict[str, type[BaseModel]]:
@@ -385,14 +462,11 @@ def validate(data: Any, source: str) -> Recipe:
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: a folder, not a recipe file")
     if not path.is_file():
         raise UserError(f"recipe file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark else ""
-        raise UserError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    data = read_yaml(path) or {}
     if isinstance(data, dict):
         data = apply_overrides(data, overrides or [])
     return validate(data, str(path))

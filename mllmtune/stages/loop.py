@@ -25,24 +25,52 @@ def _guard_callback():
     from transformers import TrainerCallback
 
     class Guard(TrainerCallback):
-        """Stops cleanly: on a signal it saves a checkpoint at the next step end; on a non-finite loss it stops."""
+        """Stops cleanly: on a signal it saves a checkpoint at the next step end; when the trained weights (checked
+        after every optimizer step) or a logged loss become non-finite it stops, and `run` fails the run."""
 
         def __init__(self):
             self.signal: str | None = None
-            self.bad_loss: tuple[float, int] | None = None
+            self.problem: str | None = None
+            self._trained: list | None = None
 
-        def on_step_end(self, args, state, control, **kw):
+        def on_step_end(self, args, state, control, model=None, **kw):
             if self.signal:
                 control.should_save = True
                 control.should_training_stop = True
+            if model is not None and self.problem is None:
+                bad = _non_finite(self._weights(model))
+                if bad is not None:
+                    self.problem = f"weights became non-finite ({bad}) at step {state.global_step}"
+                    control.should_training_stop = True
 
         def on_log(self, args, state, control, logs=None, **kw):
             loss = (logs or {}).get("loss")
-            if loss is not None and not math.isfinite(loss):
-                self.bad_loss = (loss, state.global_step)
+            if loss is not None and not math.isfinite(loss) and self.problem is None:
+                self.problem = f"training loss became non-finite ({loss}) at step {state.global_step}"
                 control.should_training_stop = True
 
+        def _weights(self, model) -> list:
+            if self._trained is None:
+                self._trained = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+            return self._trained
+
     return Guard()
+
+
+def _non_finite(named: list) -> str | None:
+    """The name of the first parameter holding an inf or NaN, else None. One float32 sum per tensor and a single
+    device sync: a pass over the trained weights, small beside a training step (on a sharded model each process
+    checks its own shards)."""
+    import torch
+
+    if not named:
+        return None
+    with torch.no_grad():
+        sums = torch.stack([p.detach().sum(dtype=torch.float32).to(named[0][1].device) for _, p in named])
+        finite = torch.isfinite(sums)
+        if bool(finite.all()):
+            return None
+        return named[int((~finite).nonzero()[0])][0]
 
 
 def _schedule_callback(progress):
@@ -176,13 +204,14 @@ def callbacks(progress, label: str) -> list:
 def run(
     trainer, output_dir: Path, progress, resume_from: str | None = None, release_freed: bool | None = None
 ) -> dict:
-    """Train; raises `Cancelled` (checkpoint saved) on SIGINT/SIGTERM and `FloatingPointError` on a non-finite loss.
+    """Train; raises `Cancelled` (checkpoint saved) on SIGINT/SIGTERM and `FloatingPointError` when a loss or the
+    trained weights become non-finite.
 
     `release_freed` is the stage's `release_freed_memory` (None: `runtime.releases_by_default`): while training,
     freed host memory goes back to the system."""
     from mllmtune import runtime
 
-    guard = next(cb for cb in trainer.callback_handler.callbacks if hasattr(cb, "bad_loss"))
+    guard = next(cb for cb in trainer.callback_handler.callbacks if hasattr(cb, "problem"))
     if release_freed is None and runtime.releases_by_default(trainer.model):
         release_freed = True
         _warn(
@@ -206,9 +235,8 @@ def run(
     finally:
         if released:  # evaluation, and later runs of the same process, use the heap as before
             runtime.keep_freed_memory()
-    if guard.bad_loss:
-        loss, step = guard.bad_loss
-        raise FloatingPointError(f"training loss became {loss} at step {step}; stopped")
+    if guard.problem:
+        raise FloatingPointError(f"{guard.problem}; stopped, nothing saved")
     if guard.signal:
         from transformers.trainer_utils import get_last_checkpoint
 

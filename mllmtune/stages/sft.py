@@ -117,7 +117,8 @@ def run_sft(
 
     `optimizer`, when given, replaces the Trainer's default AdamW (for strategies with their own parameter groups,
     e.g. LoRA+); the learning-rate schedule still follows `stage`. Raises `Cancelled` (with the checkpoint
-    saved at the interruption) on SIGINT/SIGTERM, and `FloatingPointError` on a NaN or infinite loss.
+    saved at the interruption) on SIGINT/SIGTERM, and `FloatingPointError` when a loss or the trained weights become
+    non-finite.
     `resume_from` continues from such a checkpoint: weights, optimizer, schedule and data order.
     """
     loop.check_trainable(model)
