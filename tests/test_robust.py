@@ -109,3 +109,63 @@ def test_set_values_are_parsed_safely_in_one_line(value, message):
     )
     assert res.exit_code == 2 and message in res.output and "Traceback" not in res.output, res.output
     assert len(res.output.strip().splitlines()) == 1, res.output
+
+
+def _mutations(data, rng):
+    """Randomly mutated copies of a recipe mapping: a dropped key, a swapped type, an out-of-range number, unicode."""
+    import copy
+
+    def paths(node, prefix=()):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                yield prefix + (k,)
+                yield from paths(v, prefix + (k,))
+
+    weird = [None, -1, 0, 2**70, -(2**70), 1e308, float("inf"), float("nan"), "", "ünï©ødé ✓", [], {}, [1, "a"],
+             {"x": {"y": 1}}, True, "1e-4", 3.5, "../../etc", "a" * 5000]  # fmt: skip
+    all_paths = list(paths(data))
+    for _ in range(12):
+        out = copy.deepcopy(data)
+        path = all_paths[rng.randrange(len(all_paths))]
+        parent = out
+        for k in path[:-1]:
+            parent = parent[k]
+        if rng.random() < 0.3:
+            parent.pop(path[-1], None)
+        else:
+            parent[path[-1]] = copy.deepcopy(rng.choice(weird))
+        yield out
+
+
+def test_mutated_shipped_recipes_never_reach_a_traceback(tmp_path):
+    """Every shipped recipe, mutated at random (fixed seed), through `validate`: exit 0 or 2 and never a traceback;
+    plus each recipe written in other encodings."""
+    import random
+    from pathlib import Path
+
+    import yaml
+
+    rng = random.Random(0)
+    tried, tracebacks = 0, []
+    recipes = sorted(Path("recipes").rglob("*.yaml"))
+    for n, recipe in enumerate(recipes):
+        data = yaml.safe_load(recipe.read_text())
+        cases = [yaml.safe_dump(m, allow_unicode=True).encode() for m in _mutations(data, rng)]
+        text = recipe.read_text()
+        cases += [
+            text.encode("utf-16"),
+            text.encode("latin-1", "replace"),
+            text.encode("utf-8-sig"),
+            b"\xff" + text.encode(),
+        ]
+        for i, content in enumerate(cases):
+            path = tmp_path / f"{n}-{i}.yaml"
+            path.write_bytes(content)
+            res = runner.invoke(app, ["validate", str(path)])
+            tried += 1
+            if res.exit_code not in (0, 2) or (
+                res.exception is not None and not isinstance(res.exception, SystemExit)
+            ):
+                tracebacks.append((recipe.name, i, res.exit_code, repr(res.exception)[:200]))
+    print(f"mutated recipes tried: {tried}, tracebacks: {len(tracebacks)}")
+    assert tried >= 400 and not tracebacks, tracebacks[:5]

@@ -82,12 +82,12 @@ def resolve(spec) -> dict[str, float]:
     preset = spec.pop("preset", None)
     weights: dict[str, float] = {}
     if preset is not None:
-        if preset not in PRESETS:
+        if not isinstance(preset, str) or preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
         weights |= PRESETS[preset]
     known = registry()
     for name, weight in spec.items():
-        if name not in known:
+        if not isinstance(name, str) or name not in known:
             names, presets = ", ".join(sorted(known)), ", ".join(PRESETS)
             raise ValueError(f"unknown reward {name!r}; known: {names} (presets: {presets})")
         if isinstance(weight, bool) or not isinstance(weight, int | float) or weight < 0:
