@@ -169,3 +169,23 @@ def test_mutated_shipped_recipes_never_reach_a_traceback(tmp_path):
                 tracebacks.append((recipe.name, i, res.exit_code, repr(res.exception)[:200]))
     print(f"mutated recipes tried: {tried}, tracebacks: {len(tracebacks)}")
     assert tried >= 400 and not tracebacks, tracebacks[:5]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("name: x\nstratgey: {name: full}\n", "stratgey: unknown key"),
+        ("", "empty: a recipe needs at least name and strategy"),
+        ("# only a comment\n", "empty: a recipe needs at least name and strategy"),
+    ],
+)
+def test_messages_name_the_real_culprit(tmp_path, content, message):
+    path = tmp_path / "r.yaml"
+    path.write_text(content)
+    res = runner.invoke(app, ["validate", str(path)])
+    assert res.exit_code == 2 and message in res.output, res.output
+
+
+def test_a_folder_given_as_recipe_is_named_so(tmp_path):
+    res = runner.invoke(app, ["validate", str(tmp_path)])
+    assert res.exit_code == 2 and "a folder, not a recipe file" in res.output, res.output
