@@ -450,12 +450,17 @@ def _allowed_keys(path: list[str], chosen: type[BaseModel] | None = None) -> lis
 
 
 def validate(data: Any, source: str) -> Recipe:
+    if data is None or data == {}:
+        raise UserError(f"{source}: empty: a recipe needs at least name and strategy (see recipes/ for examples)")
     if not isinstance(data, dict):
         raise UserError(f"{source}: a recipe must be a mapping of keys, got {type(data).__name__}")
     try:
         return Recipe.model_validate(data)
     except ValidationError as exc:
-        first = _describe_error(exc.errors()[0], data)
+        errors = exc.errors()
+        # A misspelt key is the likely cause of the "Field required" beside it: name it first.
+        errors.sort(key=lambda e: e["type"] != "extra_forbidden")
+        first = _describe_error(errors[0], data)
         more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
         raise UserError(f"{source}: {first}{more}") from None
 
@@ -466,7 +471,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
         raise UserError(f"{path}: a folder, not a recipe file")
     if not path.is_file():
         raise UserError(f"recipe file not found: {path}")
-    data = read_yaml(path) or {}
+    data = read_yaml(path)
     if isinstance(data, dict):
         data = apply_overrides(data, overrides or [])
     return validate(data, str(path))
