@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -189,3 +190,53 @@ def test_messages_name_the_real_culprit(tmp_path, content, message):
 def test_a_folder_given_as_recipe_is_named_so(tmp_path):
     res = runner.invoke(app, ["validate", str(tmp_path)])
     assert res.exit_code == 2 and "a folder, not a recipe file" in res.output, res.output
+
+
+def test_artifacts_are_found_from_any_directory(tmp_path, monkeypatch):
+    """Records written with a relative results folder still lead to their model from another working directory."""
+    from mllmtune import store
+    from mllmtune.export import find_run_model
+
+    work = tmp_path / "work"
+    (work / "results" / "runs" / "r1" / "model").mkdir(parents=True)
+    monkeypatch.chdir(work)
+    record = store.RunRecord(
+        run_id="r1", created_at="2026-01-01T00:00:00+00:00", status="success", recipe={}, recipe_hash="h",
+        name="x", strategy="full", family="selective", stage="sft", seed=0, model={}, trainable_params=1,
+        total_params=1, wall_s=1.0, artifacts={"model": "results/runs/r1/model"},
+    )  # fmt: skip
+    store.append_record(Path("results"), record)
+    monkeypatch.chdir(tmp_path)
+    assert find_run_model(work / "results", "r1") == (work / "results" / "runs" / "r1" / "model").resolve()
+
+
+@pytest.mark.parametrize("run_id", ["../../etc", "a/b", "..", ""])
+def test_a_run_id_never_becomes_a_path_outside_the_results(tmp_path, run_id):
+    from mllmtune.export import find_run_model
+
+    with pytest.raises(UserError, match="not a run id"):
+        find_run_model(tmp_path, run_id)
+
+
+def test_rerunning_a_cancelled_run_says_how_to_resume_it(tmp_path):
+    from mllmtune import store
+
+    results = tmp_path / "results"
+    recipe = load_recipe("recipes/world/sft-full.yaml", ["stage.max_steps=1"])
+    (results / "runs" / "r0" / "checkpoints" / "checkpoint-1").mkdir(parents=True)
+    cancelled = store.RunRecord(
+        run_id="r0", created_at="2026-01-01T00:00:00+00:00", status="cancelled", error="interrupted by SIGINT",
+        recipe=recipe.resolved(), recipe_hash=recipe.hash(), name="sft-full", strategy="full", family="selective",
+        stage="sft", seed=0, model={}, trainable_params=1, total_params=1, wall_s=1.0,
+        artifacts={"checkpoint": str(results / "runs" / "r0" / "checkpoints" / "checkpoint-1")},
+    )  # fmt: skip
+    store.append_record(results, cancelled)
+    from mllmtune.run import resume_hint
+
+    assert resume_hint(recipe, results) == (
+        "note: run r0 of this recipe and seed was cancelled and can be resumed: "
+        f"mllmtune train --resume r0 --results {results}"
+    )
+    later = cancelled.model_copy(update={"run_id": "r1", "status": "success", "artifacts": {}})
+    store.append_record(results, later)
+    assert resume_hint(recipe, results) is None  # a later success of the same recipe and seed
