@@ -19,6 +19,7 @@ def find_run_model(results: Path, run_id: str) -> Path:
     """The saved model folder of a successful run in the results table."""
     from mllmtune import store
 
+    store.check_run_id(run_id)
     records, _ = store.read_records(results)
     matches = [r for r in records if r.get("run_id") == run_id]
     if not matches:
@@ -27,11 +28,14 @@ def find_run_model(results: Path, run_id: str) -> Path:
         raise UserError(f"run {run_id!r} is not in {store.runs_file(results)}{hint}")
     record = matches[-1]
     path = record.get("artifacts", {}).get("model")
-    if record.get("status") != "success" or not path:
+    if record.get("status") != "success":
         raise UserError(f"run {run_id!r} ({record.get('status')}) saved no tuned model; only successful runs do")
-    if not Path(path).is_dir():
-        raise UserError(f"run {run_id!r}: its model folder {path} no longer exists")
-    return Path(path)
+    if not path:
+        raise UserError(f"run {run_id!r} saved no tuned model (a {record.get('stage')} run keeps none)")
+    folder = store.artifact(results, path)
+    if not folder.is_dir():
+        raise UserError(f"run {run_id!r}: its model folder {folder} no longer exists")
+    return folder
 
 
 def merged_model(model):

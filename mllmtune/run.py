@@ -206,6 +206,22 @@ def _append_record(
     return record
 
 
+def resume_hint(recipe: Recipe, results: Path) -> str | None:
+    """A note when this recipe and seed has a cancelled run with a checkpoint and no success since: starting again
+    would begin at step 0, so say how to continue the cancelled one instead."""
+    records, _ = store.read_records(results)
+    mine = [r for r in records if r.get("recipe_hash") == recipe.hash() and r.get("seed") == recipe.seed]
+    since = mine[max((i for i, r in enumerate(mine) if r.get("status") == "success"), default=-1) + 1 :]
+    for r in reversed(since):
+        checkpoint = (r.get("artifacts") or {}).get("checkpoint")
+        if r.get("status") == "cancelled" and checkpoint and store.artifact(results, checkpoint).is_dir():
+            return (
+                f"note: run {r['run_id']} of this recipe and seed was cancelled and can be resumed: "
+                f"mllmtune train --resume {r['run_id']} --results {results}"
+            )
+    return None
+
+
 def check_disjoint(examples: list[dict], names: list[str]) -> None:
     """Refuse a run whose training rows share an image (same content or same file) with a declared test set."""
     from mllmtune.splits import overlap
@@ -251,6 +267,9 @@ def train(recipe: Recipe, results: Path, console: Console, resume: dict | None =
     if strategy.preflight:  # environment checks (e.g. 4-bit kernels) before anything is written
         strategy.preflight(recipe.strategy)
     store.check_writable(results)
+    hint = None if resume else resume_hint(recipe, results)
+    if hint and runtime.is_main():
+        console.print(hint, markup=False, highlight=False)
     t0 = time.time()
     set_seed(recipe.seed)
     # Data first: a bad source or a test set that overlaps the training rows stops before the model is loaded.
@@ -410,6 +429,10 @@ def resumable(results: Path, run_id: str) -> tuple[Recipe, dict]:
     """The recipe and latest record of a cancelled run that left a checkpoint."""
     from mllmtune.recipe import validate
 
+    try:
+        store.check_run_id(run_id)
+    except UserError as exc:
+        raise UserError(f"--resume: {exc}") from None
     records, _ = store.read_records(results)
     mine = [r for r in records if r.get("run_id") == run_id]
     if not mine:
@@ -418,6 +441,7 @@ def resumable(results: Path, run_id: str) -> tuple[Recipe, dict]:
     checkpoint = last.get("artifacts", {}).get("checkpoint")
     if last["status"] == "success":
         raise UserError(f"--resume: run {run_id} already succeeded")
-    if not checkpoint or not Path(checkpoint).is_dir():
+    if not checkpoint or not store.artifact(results, checkpoint).is_dir():
         raise UserError(f"--resume: run {run_id} ({last['status']}) left no checkpoint to resume from")
+    last = dict(last, artifacts=dict(last["artifacts"], checkpoint=str(store.artifact(results, checkpoint))))
     return validate(last["recipe"], f"recipe of run {run_id}"), last

@@ -123,9 +123,38 @@ def check_writable(results_dir: str | os.PathLike[str]) -> Path:
     return path
 
 
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def check_run_id(run_id: str) -> str:
+    """A run id as the store writes them (letters, digits, '.', '_', '-'; no '..'), before it touches a path."""
+    if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id) or ".." in run_id:
+        raise UserError(f"{run_id!r} is not a run id (letters, digits, '.', '_' and '-', as `mllmtune report` lists)")
+    return run_id
+
+
+def _portable(results: Path, value: str) -> str:
+    """An artifact path as a record stores it: relative to the results folder when inside it, else absolute; so
+    every command finds it from any working directory, and a moved results folder keeps its artifacts."""
+    root, path = results.resolve(), Path(value).resolve()
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+
+
+def artifact(results: str | os.PathLike[str], value: str) -> Path:
+    """The path a record's artifact names: absolute, or relative to the results folder (records of earlier versions
+    stored paths relative to where the run started; those still resolve from that directory)."""
+    path = Path(value)
+    if path.is_absolute():
+        return path
+    inside = Path(results) / path
+    return inside.resolve() if inside.exists() or not path.exists() else path.resolve()
+
+
 def append_record(results_dir: str | os.PathLike[str], record: RunRecord) -> None:
     """Append one record as one complete line, under the store's file lock, and fsync it."""
     path = Path(results_dir)
+    if record.artifacts:
+        record = record.model_copy(update={"artifacts": {k: _portable(path, v) for k, v in record.artifacts.items()}})
     line = (record.model_dump_json() + "\n").encode("utf-8")
     try:
         path.mkdir(parents=True, exist_ok=True)

@@ -58,7 +58,7 @@ def test_sigint_records_cancelled_and_resume_succeeds(micro_world, tmp_path, rec
     assert proc.returncode == 130, out
     cancelled = _records(results)[-1]
     assert cancelled["status"] == "cancelled" and "SIGINT" in cancelled["error"], cancelled
-    checkpoint = Path(cancelled["artifacts"]["checkpoint"])
+    checkpoint = results / cancelled["artifacts"]["checkpoint"]  # stored relative to the results folder
     assert checkpoint.is_dir()
     stopped_at = int(checkpoint.name.split("-")[1])
     assert 0 < stopped_at < steps

@@ -352,7 +352,7 @@ def test_every_recipe_runs_on_the_embedded_world(micro_world, tmp_path_factory, 
     record = json.loads((results / "runs.jsonl").read_text().splitlines()[-1])
     s = strategies.get(load_recipe(recipe).strategy.name)
     assert record["status"] == "success" and (record["strategy"], record["family"]) == (s.name, s.family)
-    assert (Path(record["artifacts"]["model"]) / "mllmtune_model.json").is_file()
+    assert (results / record["artifacts"]["model"] / "mllmtune_model.json").is_file()
 
 
 def test_prefix_tuning_generation_follows_its_forward(micro_world):

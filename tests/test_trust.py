@@ -455,4 +455,4 @@ def test_a_user_error_in_the_tuned_evaluation_keeps_the_model(micro_world, tmp_p
     assert res.exit_code == 2 and "a task that cannot be scored" in res.output
     records, _ = store.read_records(results)
     assert [r["status"] for r in records] == ["success", "failed"]
-    assert Path(records[1]["artifacts"]["model"]).is_dir() and "cannot be scored" in records[1]["error"]
+    assert (results / records[1]["artifacts"]["model"]).is_dir() and "cannot be scored" in records[1]["error"]
