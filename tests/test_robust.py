@@ -240,3 +240,28 @@ def test_rerunning_a_cancelled_run_says_how_to_resume_it(tmp_path):
     later = cancelled.model_copy(update={"run_id": "r1", "status": "success", "artifacts": {}})
     store.append_record(results, later)
     assert resume_hint(recipe, results) is None  # a later success of the same recipe and seed
+
+
+def _write_parquet(path):
+    import pandas as pd
+
+    pd.DataFrame({"question": ["q"], "answer": ["fear"]}).to_parquet(path)
+
+
+@pytest.mark.parametrize(
+    ("name", "source", "write", "message"),
+    [
+        ("d.jsonl", "jsonl", lambda p: p.write_text('{"question": "q", "answer": "fear"}\n{"question": oops}\n'),
+         r"d\.jsonl line 2: not valid JSON"),
+        ("d.parquet", "parquet", lambda p: p.write_text("question,answer\nq,fear\n"), r"data: .*d\.parquet is not a readable parquet file"),
+        ("d.csv", "csv", _write_parquet, r"data: .*d\.csv is not a readable csv file"),
+    ],
+)  # fmt: skip
+def test_damaged_data_files_are_one_line(tmp_path, name, source, write, message):
+    from mllmtune.sources import FileData, load_examples
+
+    path = tmp_path / name
+    write(path)
+    spec = FileData(source=source, path=str(path), split="all", labels=["fear", "joy"])
+    with pytest.raises(UserError, match=message):
+        load_examples(spec, "data")
