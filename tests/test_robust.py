@@ -265,3 +265,44 @@ def test_damaged_data_files_are_one_line(tmp_path, name, source, write, message)
     spec = FileData(source=source, path=str(path), split="all", labels=["fear", "joy"])
     with pytest.raises(UserError, match=message):
         load_examples(spec, "data")
+
+
+def test_concurrent_runs_score_the_base_once(tmp_path, monkeypatch):
+    """Four runs starting together into one results folder: one scores the base, the others wait and reuse it."""
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from mllmtune import run, store
+
+    prepared = [SimpleNamespace(name="b", key="b@1", fingerprint="fp-b")]
+    scored: list[str] = []
+
+    def slow_evaluate(bundle, names, limit, batch_size, results, progress, template="plain", prepared=None):
+        scored.append(threading.current_thread().name)
+        time.sleep(0.5)  # long enough for every other run to reach the table before this record lands
+        record = store.RunRecord(
+            run_id=f"zs-{len(scored)}", created_at=store.now_iso(), status="success",
+            recipe={"eval": {"fingerprints": {"b@1": "fp-b"}}}, recipe_hash="h", name="zero-shot", strategy="none",
+            family="none", stage="zero-shot", seed=0, model={}, trainable_params=0, total_params=1, wall_s=0.5,
+            scores={"b@1": {"accuracy": 50.0}},
+        )  # fmt: skip
+        store.append_record(results, record)
+        return record
+
+    monkeypatch.setattr(run, "evaluate_model", slow_evaluate)
+    got: list = []
+
+    def one():
+        got.append(run.baseline_scores(None, ["b"], None, 8, tmp_path, None, Console(quiet=True), "plain", prepared))
+
+    threads = [threading.Thread(target=one) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(scored) == 1
+    assert [r["run_id"] for r in store.read_records(tmp_path)[0]] == ["zs-1"]
+    assert got == [({"b@1": {"accuracy": 50.0}}, {"b@1": "zs-1"})] * 4
