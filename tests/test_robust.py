@@ -306,3 +306,22 @@ def test_concurrent_runs_score_the_base_once(tmp_path, monkeypatch):
     assert len(scored) == 1
     assert [r["run_id"] for r in store.read_records(tmp_path)[0]] == ["zs-1"]
     assert got == [({"b@1": {"accuracy": 50.0}}, {"b@1": "zs-1"})] * 4
+
+
+def test_results_are_not_written_through_a_link_out_of_the_folder(tmp_path):
+    from mllmtune import store
+
+    outside, results = tmp_path / "outside", tmp_path / "results"
+    outside.mkdir()
+    results.mkdir()
+    (results / "runs").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(UserError, match="leads out of the results folder"):
+        store.write_predictions(results, "r1", "b@1", [{"id": "1"}])
+    with pytest.raises(UserError, match="leads out of the results folder"):
+        store.inside(results, results / "runs" / "r1")
+    assert not any(outside.iterdir())
+
+
+def test_a_huge_description_is_refused():
+    with pytest.raises(UserError, match="description: "):
+        load_recipe("recipes/world/sft-full.yaml", ["description=" + "x" * 20_000])
