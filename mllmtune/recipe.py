@@ -301,7 +301,7 @@ def _strategy_union():
 
 class Recipe(Strict):
     name: str = Field(min_length=1)
-    description: str = ""
+    description: str = Field("", max_length=4000)
     seed: int = Field(0, ge=0, le=2**32 - 1, description="0 to 2^32 - 1 (numpy's range)")
     model: ModelSpec = Field(default_factory=ModelSpec)
     data: DataSpec = Field(default_factory=WorldData)

@@ -72,6 +72,13 @@ def baseline_scores(
     from mllmtune.evaluation.runner import prepare
 
     prepared = prepared if prepared is not None else prepare(names, limit, template, _scored_model(bundle))
+    # One run at a time looks for the base's scores and, if they are missing, scores and records them: runs started
+    # together into one results folder wait here and then reuse that record.
+    with store.zero_shot_lock(results):
+        return _baseline_locked(bundle, limit, batch_size, results, progress, console, template, prepared)
+
+
+def _baseline_locked(bundle, limit, batch_size, results, progress, console, template, prepared):
     records, _ = store.read_records(results)  # ([], []) when there is no table yet
     found: dict[str, tuple[dict[str, float], str]] = {}
     for r in records:
@@ -291,7 +298,7 @@ def train(recipe: Recipe, results: Path, console: Console, resume: dict | None =
     main = runtime.is_main()
     if not main:
         console = Console(quiet=True)
-    run_dir = results / "runs" / run_id
+    run_dir = store.inside(results, results / "runs" / store.check_run_id(run_id))
     base = dict(
         run_id=run_id,
         recipe=recipe.resolved(),

@@ -123,6 +123,14 @@ def check_writable(results_dir: str | os.PathLike[str]) -> Path:
     return path
 
 
+def zero_shot_lock(results_dir: str | os.PathLike[str]) -> FileLock:
+    """Held while a run looks for, or scores, the base model's zero-shot row (no timeout: scoring a large model on
+    a full benchmark takes as long as it takes)."""
+    path = Path(results_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(path / "zero-shot.lock"))
+
+
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
@@ -232,11 +240,23 @@ def _json_default(obj: Any) -> Any:
     return str(obj)
 
 
+def inside(results_dir: str | os.PathLike[str], path: Path) -> Path:
+    """`path`, once checked to stay inside the results folder after links are followed (a link in the folder that
+    leads elsewhere would make the suite write there); one line otherwise."""
+    root, real = Path(results_dir).resolve(), Path(path).resolve()
+    if not real.is_relative_to(root):
+        raise UserError(
+            f"{path} leads out of the results folder (to {real}); replace the link with a folder, or pass that "
+            "folder as --results"
+        )
+    return path
+
+
 def write_predictions(
     results_dir: str | os.PathLike[str], run_id: str, benchmark_key: str, rows: Iterable[dict[str, Any]]
 ) -> Path:
     """Write per-sample predictions as JSONL atomically (temp file + ``os.replace``): complete or absent."""
-    target = predictions_path(results_dir, run_id, benchmark_key)
+    target = inside(results_dir, predictions_path(results_dir, run_id, benchmark_key))
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:

@@ -253,7 +253,8 @@ def _write_parquet(path):
     [
         ("d.jsonl", "jsonl", lambda p: p.write_text('{"question": "q", "answer": "fear"}\n{"question": oops}\n'),
          r"d\.jsonl line 2: not valid JSON"),
-        ("d.parquet", "parquet", lambda p: p.write_text("question,answer\nq,fear\n"), r"data: .*d\.parquet is not a readable parquet file"),
+        ("d.parquet", "parquet", lambda p: p.write_text("question,answer\nq,fear\n"),
+         r"data: .*d\.parquet is not a readable parquet file"),
         ("d.csv", "csv", _write_parquet, r"data: .*d\.csv is not a readable csv file"),
     ],
 )  # fmt: skip
