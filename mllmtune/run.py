@@ -158,7 +158,7 @@ def evaluate_model(
         wall_s=round(time.time() - t0, 2),
         peak_mem_mb=peak_memory_mb(),
         scores=scores,
-        artifacts={"predictions": str(results / "runs" / run_id)},
+        artifacts=store.portable(results, {"predictions": results / "runs" / run_id}),
         provenance=provenance(),
     )
     store.append_record(results, record)
@@ -195,6 +195,8 @@ def _append_record(
     if status != "success" and "error" not in fields:
         exc = sys.exc_info()[1]
         fields["error"] = f"{type(exc).__name__}: {exc}"
+    if fields.get("artifacts"):
+        fields["artifacts"] = store.portable(results, fields["artifacts"])
     trainable, total = count_parameters(bundle.model)
     record = store.RunRecord(
         **base,

@@ -141,11 +141,15 @@ def check_run_id(run_id: str) -> str:
     return run_id
 
 
-def _portable(results: Path, value: str) -> str:
-    """An artifact path as a record stores it: relative to the results folder when inside it, else absolute; so
-    every command finds it from any working directory, and a moved results folder keeps its artifacts."""
-    root, path = results.resolve(), Path(value).resolve()
-    return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+def portable(results: str | os.PathLike[str], artifacts: dict[str, Any]) -> dict[str, str]:
+    """Artifact paths (relative to the working directory, or absolute) as a record stores them: relative to the
+    results folder when inside it, else absolute; so every command finds them from any working directory, and a
+    moved results folder keeps its artifacts."""
+    root, out = Path(results).resolve(), {}
+    for key, value in artifacts.items():
+        path = Path(value).resolve()
+        out[key] = path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+    return out
 
 
 def artifact(results: str | os.PathLike[str], value: str) -> Path:
@@ -161,8 +165,6 @@ def artifact(results: str | os.PathLike[str], value: str) -> Path:
 def append_record(results_dir: str | os.PathLike[str], record: RunRecord) -> None:
     """Append one record as one complete line, under the store's file lock, and fsync it."""
     path = Path(results_dir)
-    if record.artifacts:
-        record = record.model_copy(update={"artifacts": {k: _portable(path, v) for k, v in record.artifacts.items()}})
     line = (record.model_dump_json() + "\n").encode("utf-8")
     try:
         path.mkdir(parents=True, exist_ok=True)

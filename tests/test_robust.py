@@ -203,7 +203,7 @@ def test_artifacts_are_found_from_any_directory(tmp_path, monkeypatch):
     record = store.RunRecord(
         run_id="r1", created_at="2026-01-01T00:00:00+00:00", status="success", recipe={}, recipe_hash="h",
         name="x", strategy="full", family="selective", stage="sft", seed=0, model={}, trainable_params=1,
-        total_params=1, wall_s=1.0, artifacts={"model": "results/runs/r1/model"},
+        total_params=1, wall_s=1.0, artifacts=store.portable("results", {"model": "results/runs/r1/model"}),
     )  # fmt: skip
     store.append_record(Path("results"), record)
     monkeypatch.chdir(tmp_path)
