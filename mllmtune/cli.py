@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from mllmtune.errors import UserError
+from mllmtune.errors import RunFailed, UserError
 
 app = typer.Typer(
     add_completion=False,
@@ -82,6 +82,9 @@ def train(
         finished = True
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
+    except RunFailed as exc:
+        err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
     finally:
         from mllmtune.runtime import leave_process_group
 

@@ -12,6 +12,11 @@ class UserError(Exception):
     """
 
 
+class RunFailed(Exception):
+    """A run that ended `failed` for a reason the suite understands (its training diverged), already recorded with
+    its traceback. The CLI prints ``error: <message>`` as one line and exits with code 1."""
+
+
 def fail(msg: str) -> NoReturn:
     """Raise a :class:`UserError`; reads better than ``raise`` in long validation chains."""
     raise UserError(msg)

@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from mllmtune import store
-from mllmtune.errors import UserError
+from mllmtune.errors import RunFailed, UserError
 from mllmtune.evaluation.benchmarks import BENCHMARKS
 from mllmtune.evaluation.summary import summarize
 from mllmtune.recipe import Recipe
@@ -387,6 +387,8 @@ def train(recipe: Recipe, results: Path, console: Console, resume: dict | None =
             if cancelled:
                 hint = f"; resume with: mllmtune train --resume {run_id}" if checkpoint else ""
                 console.print(f"run {run_id} cancelled{hint}")
+            if isinstance(exc, FloatingPointError):  # diverged: the record holds the traceback, the user one line
+                raise RunFailed(f"run {run_id} failed: {exc} (recorded in {store.runs_file(results)})") from None
             raise
     for key, rows in predictions.items():
         store.write_predictions(results, run_id, key, rows)
