@@ -326,3 +326,22 @@ def test_results_are_not_written_through_a_link_out_of_the_folder(tmp_path):
 def test_a_huge_description_is_refused():
     with pytest.raises(UserError, match="description: "):
         load_recipe("recipes/world/sft-full.yaml", ["description=" + "x" * 20_000])
+
+
+def test_no_record_carries_null_for_a_non_finite_number(tmp_path):
+    """A number that is NaN or infinite is left out of a record (absent reads as unmeasured), never written as null."""
+    from mllmtune import store
+
+    record = store.RunRecord(
+        run_id="r1", created_at="2026-01-01T00:00:00+00:00", status="success", recipe={}, recipe_hash="h", name="x",
+        strategy="full", family="selective", stage="sft", seed=0, model={}, trainable_params=1, total_params=1,
+        wall_s=1.0, scores={"b@1": {"accuracy": 50.0, "answer_nll": float("nan")}},
+        baseline={"b@1": {"accuracy": 40.0, "answer_nll": float("inf")}},
+        train={"steps": 3, "train_loss": float("-inf")},
+    )  # fmt: skip
+    store.append_record(tmp_path, record)
+    line = (tmp_path / "runs.jsonl").read_text()
+    assert "null" not in line and "NaN" not in line and "Infinity" not in line
+    (back,), _ = store.read_records(tmp_path)
+    assert back["scores"] == {"b@1": {"accuracy": 50.0}} and back["baseline"] == {"b@1": {"accuracy": 40.0}}
+    assert back["train"] == {"steps": 3}
