@@ -8,6 +8,7 @@ share it and a crash can at worst leave one partial last line, which readers ski
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import secrets
@@ -51,7 +52,8 @@ class RunRecord(BaseModel):
     total_params: int
     wall_s: float
     peak_mem_mb: float | None = None
-    # A metric that is not a number (NaN) is written as null, so null must read back.
+    # A metric that is NaN or infinite is left out (absent reads as not measured); records of earlier versions wrote
+    # it as null, so null must still read back.
     scores: dict[str, dict[str, float | None]] = {}
     baseline: dict[str, dict[str, float | None]] | None = None
     # The zero-shot run each baseline score comes from (benchmark key -> run id): the report pairs items against it.
@@ -59,6 +61,18 @@ class RunRecord(BaseModel):
     train: dict[str, Any] = {}
     artifacts: dict[str, str] = {}
     provenance: dict[str, Any] = {}
+
+    @field_validator("scores", "baseline")
+    @classmethod
+    def _finite_scores(cls, value: dict | None) -> dict | None:
+        if value is None:
+            return None
+        return {key: {m: v for m, v in metrics.items() if _finite(v)} for key, metrics in value.items()}
+
+    @field_validator("train")
+    @classmethod
+    def _finite_train(cls, value: dict) -> dict:
+        return {k: v for k, v in value.items() if _finite(v)}
 
     @field_validator("created_at")
     @classmethod
@@ -129,6 +143,11 @@ def zero_shot_lock(results_dir: str | os.PathLike[str]) -> FileLock:
     path = Path(results_dir)
     path.mkdir(parents=True, exist_ok=True)
     return FileLock(str(path / "zero-shot.lock"))
+
+
+def _finite(value: Any) -> bool:
+    """False only for a float that is NaN or infinite (what JSON would have to write as null)."""
+    return not isinstance(value, float) or math.isfinite(value)
 
 
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
