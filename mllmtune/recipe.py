@@ -59,15 +59,12 @@ class WorldData(Strict):
     source: Literal["world"] = "world"
     domain: Literal["photo", "art", "web"] = "photo"
     split: str = "train"
+    limit: int | None = Field(None, ge=1, description="use only the first N examples")
 
     @field_validator("split")
     @classmethod
     def _world_split(cls, value: str) -> str:
-        if value not in WORLD_SPLITS:
-            raise ValueError(f"the world has no split {value!r}; known: {', '.join(WORLD_SPLITS)}")
-        return value
-
-    limit: int | None = Field(None, ge=1, description="use only the first N examples")
+        return _one_of(value, WORLD_SPLITS, "the world has no split")
 
 
 def _data_source(value: Any) -> str:
@@ -155,6 +152,15 @@ SCHEDULERS = (
     "warmup_stable_decay",
     "greedy",
 )
+
+
+def _one_of(value: str, known: tuple[str, ...], problem: str) -> str:
+    """`value` if it is one of `known`; else a ValueError that lists them (the recipe key is added by `validate`)."""
+    if value not in known:
+        raise ValueError(f"{problem} {value!r}; known: {', '.join(known)}")
+    return value
+
+
 # Beyond these a recipe is a typo, not an experiment (10^7 steps of one second each are four months).
 MAX_STEPS_BOUND = 10_000_000
 MAX_EPOCHS_BOUND = 10_000
@@ -196,9 +202,7 @@ class TrainLoop(Strict):
     @field_validator("lr_scheduler")
     @classmethod
     def _scheduler(cls, value: str) -> str:
-        if value not in SCHEDULERS:
-            raise ValueError(f"unknown scheduler {value!r}; known: {', '.join(SCHEDULERS)}")
-        return value
+        return _one_of(value, SCHEDULERS, "unknown scheduler")
 
 
 class SFTStage(TrainLoop):

@@ -452,7 +452,8 @@ def resumable(results: Path, run_id: str) -> tuple[Recipe, dict]:
     checkpoint = last.get("artifacts", {}).get("checkpoint")
     if last["status"] == "success":
         raise UserError(f"--resume: run {run_id} already succeeded")
-    if not checkpoint or not store.artifact(results, checkpoint).is_dir():
+    folder = store.artifact(results, checkpoint) if checkpoint else None
+    if folder is None or not folder.is_dir():
         raise UserError(f"--resume: run {run_id} ({last['status']}) left no checkpoint to resume from")
-    last = dict(last, artifacts=dict(last["artifacts"], checkpoint=str(store.artifact(results, checkpoint))))
+    last = dict(last, artifacts=dict(last["artifacts"], checkpoint=str(folder)))
     return validate(last["recipe"], f"recipe of run {run_id}"), last
