@@ -64,13 +64,13 @@ def train(
     ),
 ) -> None:
     """Tune a model as a recipe says, score it before and after, and append the run to the table."""
-    from mllmtune.recipe import load_recipe
-    from mllmtune.run import train as run_train
+    from mllmtune.config.recipe import load_recipe
+    from mllmtune.runs.train import train as run_train
 
     if (recipe is None) == (resume is None):
         raise UserError("train: give exactly one of --recipe RECIPE or --resume RUN_ID")
     if resume:
-        from mllmtune.run import resumable
+        from mllmtune.runs.train import resumable
 
         spec, record = resumable(results, resume)
     else:
@@ -116,13 +116,13 @@ def eval_(
     results: ResultsOpt = Path("results"),
 ) -> None:
     """Score a saved model as it is (a zero-shot row in the table)."""
-    from mllmtune import store
+    from mllmtune.runs import store
     from mllmtune.evaluation.benchmarks import BENCHMARKS
     from mllmtune.evaluation.declared import BUILTIN
 
     spec = None
     if recipe is not None:
-        from mllmtune.recipe import load_recipe
+        from mllmtune.config.recipe import load_recipe
 
         spec = load_recipe(recipe)  # registers the benchmarks its eval.datasets declares
         limit = limit if limit is not None else spec.eval.limit
@@ -149,8 +149,8 @@ def eval_(
     _setup()
     from rich.table import Table
 
-    from mllmtune.models import load_bundle, load_model
-    from mllmtune.run import evaluate_model, make_progress
+    from mllmtune.models.bundle import load_bundle, load_model
+    from mllmtune.runs.train import evaluate_model, make_progress
 
     bundle = load_model(spec.model) if model is None and spec is not None else load_bundle(model or "world")
     model = model or bundle.model_id
@@ -170,7 +170,7 @@ def eval_(
 def validate(recipes: Annotated[list[Path], typer.Argument(help="recipe YAML files")]) -> None:
     """Check recipes without running them."""
     from mllmtune.evaluation import lmms_tasks
-    from mllmtune.recipe import load_recipe
+    from mllmtune.config.recipe import load_recipe
 
     for path in recipes:
         r = load_recipe(path)
@@ -194,7 +194,7 @@ def bench(
 
     A failing run is recorded as failed and the suite goes on; the exit code is 1 if any run failed.
     """
-    from mllmtune.bench import run_suite
+    from mllmtune.fleet.bench import run_suite
 
     try:
         seed_list = [int(x) for x in seeds.split(",")] if seeds else None
@@ -211,7 +211,7 @@ def report(
     out: Annotated[Path | None, typer.Option(help="output folder (default: RESULTS/report)")] = None,
 ) -> None:
     """Leaderboards (CSV, markdown), plots and a terminal table from the run table."""
-    from mllmtune.report import run_report
+    from mllmtune.report.write import run_report
 
     run_report(results, out, console, err_console)
 
@@ -234,8 +234,8 @@ def perf(
         raise UserError(f"--only: unknown section {sorted(set(only) - known)[0]!r}; known: {', '.join(sorted(known))}")
     if memory_dtype not in ("float32", "bfloat16", "float16"):
         raise UserError(f"--memory-dtype: unknown dtype {memory_dtype!r}; known: float32, bfloat16, float16")
-    from mllmtune import store
-    from mllmtune.perf import run_perf
+    from mllmtune.runs import store
+    from mllmtune.world.perf import run_perf
 
     store.check_writable(results)
     _setup()
@@ -294,7 +294,7 @@ def export(
     results: ResultsOpt = Path("results"),
 ) -> None:
     """Write a run's tuned model as a standard Hugging Face model (updates merged; additive modules as adapters)."""
-    from mllmtune.export import export_run
+    from mllmtune.runs.export import export_run
 
     _setup()
     path = export_run(results, run_id, out, force)
@@ -311,7 +311,7 @@ def world_build(
     """Build (or rebuild) the embedded world; also happens automatically on first use."""
     import shutil
 
-    from mllmtune.run import make_progress
+    from mllmtune.runs.train import make_progress
     from mllmtune.world.build import WORLD_SIZES, build_world, ensure_world, world_root
 
     if size is not None and size not in WORLD_SIZES:

@@ -33,6 +33,6 @@ def micro_world(_private_home):
 
 @pytest.fixture()
 def bundle(micro_world):
-    from mllmtune.models import load_bundle
+    from mllmtune.models.bundle import load_bundle
 
     return load_bundle("world")

@@ -1,6 +1,6 @@
 """`mllmtune bench`: validation before anything runs, skipping done cells, failures recorded while the suite goes on.
 
-Fast tests replace `mllmtune.run.train` with a stand-in, so no model trains; one slow test runs a real micro suite.
+Fast tests replace `mllmtune.runs.train.train` with a stand-in, so no model trains; one slow test runs a real micro suite.
 """
 
 from __future__ import annotations
@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from mllmtune import bench, store
+from mllmtune.fleet import bench
+
+from mllmtune.runs import store
 from mllmtune.cli import app
-from mllmtune.recipe import Recipe, load_recipe
+from mllmtune.config.recipe import Recipe, load_recipe
 
 runner = CliRunner()
 REPO = Path(__file__).resolve().parent.parent
@@ -61,7 +63,7 @@ def fake_train(monkeypatch):
         store.append_record(results, record)
         return record
 
-    monkeypatch.setattr("mllmtune.run.train", train)
+    monkeypatch.setattr("mllmtune.runs.train.train", train)
     monkeypatch.setattr("mllmtune.runtime.setup", lambda: None)  # no torch import in fast tests
     return calls, fail
 
@@ -147,7 +149,7 @@ def test_a_failure_train_already_recorded_is_not_recorded_twice(tmp_path, monkey
         store.append_record(results, success(recipe).model_copy(update={"status": "failed", "error": "X: late"}))
         raise ValueError("late")
 
-    monkeypatch.setattr("mllmtune.run.train", train)
+    monkeypatch.setattr("mllmtune.runs.train.train", train)
     monkeypatch.setattr("mllmtune.runtime.setup", lambda: None)
     out = bench.run_suite(suite_file(tmp_path, [str(FULL)]), results, bench.Console(file=open("/dev/null", "w")))
     assert out.count("failed") == 1

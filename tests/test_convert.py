@@ -1,4 +1,4 @@
-"""Converters (mllmtune/convert.py) on the distribution replicas of tests/layouts.py; expected rows written by hand."""
+"""Converters (mllmtune/data/convert.py) on the distribution replicas of tests/layouts.py; expected rows written by hand."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from layouts import (
     make_webemo,
 )
 
-from mllmtune.convert import (
+from mllmtune.data.convert import (
     WEBEMO_CATEGORIES,
     image_name,
     main,

@@ -81,7 +81,7 @@ def _recipe(tmp_path, model_dir, data_dir, strategy: dict) -> str:
 
 
 def test_groups_found(tiny_model):
-    from mllmtune.models import load_bundle
+    from mllmtune.models.bundle import load_bundle
 
     family, path = tiny_model
     bundle = load_bundle(str(path))
@@ -160,7 +160,7 @@ def test_uncached_hub_model_offline_says_how_to_point_at_a_copy(tmp_path, monkey
 
 def test_export_of_a_lora_run_loads_as_a_plain_model(tiny_model, data_dir, tmp_path):
     """The merged export is a standard model folder with its processor (Qwen's without torchvision here)."""
-    from mllmtune.models import load_bundle
+    from mllmtune.models.bundle import load_bundle
 
     family, path = tiny_model
     results = tmp_path / "results"
@@ -174,8 +174,8 @@ def test_export_of_a_lora_run_loads_as_a_plain_model(tiny_model, data_dir, tmp_p
     # the export computes what the run trained, which is not the base
     import torch
 
-    from mllmtune.data import ChatCollator
-    from mllmtune.export import find_run_model
+    from mllmtune.data.chat import ChatCollator
+    from mllmtune.runs.export import find_run_model
     from mllmtune.strategies.saving import load_tuned
 
     tuned, processor, _ = load_tuned(find_run_model(results, run_id))

@@ -11,7 +11,7 @@ import torch
 from mllmtune.emo_r3 import rewards
 from mllmtune.emo_r3 import template as tpl
 from mllmtune.errors import UserError
-from mllmtune.recipe import GRPOStage, load_recipe, validate
+from mllmtune.config.recipe import GRPOStage, load_recipe, validate
 from tests.test_strategies import CASES
 
 STRUCTURED = (
@@ -159,8 +159,8 @@ def test_candidate_labels_must_cover_the_data():
 
 
 def test_cold_start_answers_come_from_the_cues(micro_world):
-    from mllmtune.recipe import load_recipe as load
-    from mllmtune.run import train_examples
+    from mllmtune.config.recipe import load_recipe as load
+    from mllmtune.runs.train import train_examples
     from mllmtune.stages.grpo import cold_start_examples, rollout_rows
 
     recipe = load("recipes/world/rl/emo-r3-cold-start.yaml", ["data.limit=4"])
@@ -190,8 +190,8 @@ GRPO_CASES = [pytest.param(c, id=c.id, marks=() if c.id == "lora" else pytest.ma
 @pytest.mark.parametrize("case", GRPO_CASES)
 def test_grpo_moves_only_what_the_strategy_trains(case, micro_world, tmp_path, monkeypatch):
     from mllmtune import strategies
-    from mllmtune.models import load_bundle
-    from mllmtune.run import train_examples
+    from mllmtune.models.bundle import load_bundle
+    from mllmtune.runs.train import train_examples
     from mllmtune.stages.grpo import run_grpo
     from mllmtune.strategies.qlora import fourbit_problem
 

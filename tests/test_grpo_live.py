@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mllmtune.recipe import load_recipe
+from mllmtune.config.recipe import load_recipe
 
 
 def _varying_reward(completions, **kwargs) -> list[float]:
@@ -36,8 +36,8 @@ def _logits(model, inputs) -> torch.Tensor:
 
 def test_the_judge_is_the_live_updated_policy(micro_world, tmp_path, monkeypatch):
     import mllmtune.evaluation.runner as runner
-    from mllmtune.models import load_bundle
-    from mllmtune.run import train_examples
+    from mllmtune.models.bundle import load_bundle
+    from mllmtune.runs.train import train_examples
     from mllmtune.stages import grpo
 
     recipe, stage = _stage(monkeypatch, updates_per_generation=1)  # a fresh rollout, so reflection, at each step
@@ -86,8 +86,8 @@ def test_the_judge_is_the_live_updated_policy(micro_world, tmp_path, monkeypatch
 def test_several_updates_per_rollout_make_the_clip_act(micro_world, tmp_path, monkeypatch, updates, clips):
     from transformers import TrainerCallback
 
-    from mllmtune.models import load_bundle
-    from mllmtune.run import train_examples
+    from mllmtune.models.bundle import load_bundle
+    from mllmtune.runs.train import train_examples
     from mllmtune.stages import grpo, loop
 
     logged: list[dict] = []

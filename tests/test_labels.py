@@ -8,7 +8,7 @@ import json
 import pytest
 
 from mllmtune.errors import UserError
-from mllmtune.sources import FileData, load_examples
+from mllmtune.data.sources import FileData, load_examples
 
 
 def _jsonl(tmp_path, rows) -> str:

@@ -171,7 +171,7 @@ def tasks(tmp_path_factory):
 def model(micro_world):
     """The tiny world model, loaded once for the module (what conftest's `bundle` loads per test). The micro model,
     barely pretrained, ends its answers at once; one forced token makes its (greedy) outputs non-empty."""
-    from mllmtune.models import load_bundle
+    from mllmtune.models.bundle import load_bundle
 
     bundle = load_bundle("world")
     bundle.model.generation_config.min_new_tokens = 1
@@ -244,7 +244,7 @@ def test_vqa_end_to_end_counts(model, tasks):
 def test_multiple_choice_picks_lowest_nll(model, tasks):
     import torch
 
-    from mllmtune.data import ChatCollator
+    from mllmtune.data.chat import ChatCollator
 
     scores, predictions = lmms.evaluate_tasks(
         model.model, model.processor, ["lmms:mc_local"], limit=None, batch_size=3, include_path=str(tasks)

@@ -12,7 +12,7 @@ import yaml
 from test_lmms import POPE_YAML, VQA_UTILS, VQA_YAML, _pope_rows, _vqa_rows, _write
 from typer.testing import CliRunner
 
-from mllmtune import store
+from mllmtune.runs import store
 from mllmtune.cli import app
 
 pytestmark = pytest.mark.slow

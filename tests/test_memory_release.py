@@ -14,7 +14,7 @@ from mllmtune.runtime import can_release_freed_memory
 # how much of them stayed resident, and a checksum of a computation made of such blocks.
 CHILD = """
 import json, sys, torch
-from mllmtune.perf.memory import rss_mb
+from mllmtune.world.perf.memory import rss_mb
 from mllmtune.runtime import keep_freed_memory, release_freed_memory
 if sys.argv[1] in ("release", "release-then-keep"):
     assert release_freed_memory() is None
@@ -59,7 +59,7 @@ def test_the_sft_stage_releases_while_training_then_keeps(bundle, tmp_path, monk
     """The shared loop applies `release_freed_memory` (patched here: the real one is process-wide) for training only;
     unset, it follows `releases_by_default`."""
     from mllmtune import runtime
-    from mllmtune.recipe import SFTStage
+    from mllmtune.config.recipe import SFTStage
     from mllmtune.stages.sft import run_sft
     from mllmtune.world.build import pretrain_examples
 

@@ -80,7 +80,7 @@ def test_a_memory_child_does_not_inherit_its_parents_peak():
 
     held = bytearray(400 << 20)  # 400 MB, touched, resident in this (the parent) process
     held[::4096] = b"\x01" * len(held[::4096])
-    code = "from mllmtune.perf.memory import peak_mb; print(peak_mb())"
+    code = "from mllmtune.world.perf.memory import peak_mb; print(peak_mb())"
     child = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
     assert child < 300, f"child peak {child:.0f} MB: the parent's 400 MB leaked into it"
     del held
@@ -88,11 +88,11 @@ def test_a_memory_child_does_not_inherit_its_parents_peak():
 
 def test_an_overhead_child_rebuilds_the_rows_its_parent_measured_on(tmp_path, monkeypatch):
     """Each SFT side runs in its own interpreter; it must train on the parent's examples, in the same order."""
-    from mllmtune.perf import common
+    from mllmtune.world.perf import common
 
     monkeypatch.setenv("MLLMTUNE_HOME", str(tmp_path / "home"))  # no built world: rows are rendered
     monkeypatch.setattr(common, "random_model", lambda folder, size, rows: folder)
-    from mllmtune.perf.overhead import SFTSizes, child_args, child_setup
+    from mllmtune.world.perf.overhead import SFTSizes, child_args, child_setup
 
     parent = common.prepare(tmp_path, "micro", 6, 3)
     sizes = SFTSizes(steps=3, warmup=1)
@@ -107,7 +107,7 @@ def test_an_overhead_child_rebuilds_the_rows_its_parent_measured_on(tmp_path, mo
 
 def test_a_memory_child_loads_the_base_in_the_dtype_it_is_given(micro_world):
     """`--memory-dtype` reaches the child: its base (and so LoRA's frozen weights) is loaded in that dtype."""
-    from mllmtune.perf.memory import run_child
+    from mllmtune.world.perf.memory import run_child
 
     out = {d: run_child(micro_world.model_dir, "lora", 1, 2, d) for d in ("float32", "bfloat16")}
     assert [out[d]["dtype"] for d in out] == ["float32", "bfloat16"]
@@ -119,7 +119,7 @@ def test_a_memory_child_loads_the_base_in_the_dtype_it_is_given(micro_world):
 def test_each_heap_setting_reaches_its_memory_child(micro_world, monkeypatch):
     """THP allocations are PyTorch's environment setting, the release is the stage's; the default and kept children
     have neither, even under a shell that exports the THP setting (the default releases only 4-bit weights on CPU)."""
-    from mllmtune.perf.memory import HEAPS, run_child
+    from mllmtune.world.perf.memory import HEAPS, run_child
 
     monkeypatch.setenv("THP_MEM_ALLOC_ENABLE", "1")
     out = {h: run_child(micro_world.model_dir, "lora", 1, 2, "float32", h) for h in HEAPS}
@@ -139,7 +139,7 @@ def test_perf_rejects_an_unknown_memory_dtype(tmp_path):
 def test_the_perf_table_doctests_hold():
     import doctest
 
-    from mllmtune.perf import table
+    from mllmtune.world.perf import table
 
     result = doctest.testmod(table)
     assert result.attempted >= 2 and result.failed == 0
@@ -151,7 +151,7 @@ def test_the_perf_table_doctests_hold():
      (20, (6, 15), 0.9586105346679688)],
 )  # fmt: skip
 def test_the_median_interval_takes_the_narrowest_order_statistics_that_hold_95_percent(n, ranks, coverage):
-    from mllmtune.perf.table import median_interval
+    from mllmtune.world.perf.table import median_interval
 
     values = [10.0 * i for i in range(n, 0, -1)]  # descending: the function must sort
     low, high, level = median_interval(values)
@@ -163,7 +163,7 @@ def test_the_median_interval_holds_its_level_on_draws():
     """Over many samples of 9 from a skewed distribution, the interval holds the true median about 96% of the time."""
     import numpy as np
 
-    from mllmtune.perf.table import median_interval
+    from mllmtune.world.perf.table import median_interval
 
     rng = np.random.default_rng(0)
     true_median = np.log(2)  # exponential(1)
@@ -172,7 +172,7 @@ def test_the_median_interval_holds_its_level_on_draws():
 
 
 def test_met_says_unclear_when_the_interval_straddles_the_target():
-    from mllmtune.perf.table import Row
+    from mllmtune.world.perf.table import Row
 
     below, around, above = [0.9, 0.95, 1.0], [0.95, 1.0, 1.1], [1.06, 1.2, 1.3]
     assert [Row("sft", "x", "x", v, 1.05).cells()["met"] for v in (below, around, above)] == ["yes", "unclear", "no"]
@@ -183,7 +183,7 @@ def test_met_says_unclear_when_the_interval_straddles_the_target():
 
 
 def test_the_report_reads_a_perf_csv_written_before_the_intervals(tmp_path):
-    from mllmtune.perf.table import report_markdown
+    from mllmtune.world.perf.table import report_markdown
 
     (tmp_path / "perf.csv").write_text(
         "section,figure,unit,median,min,max,repeats,target,met,note\n"
@@ -198,7 +198,7 @@ def test_step_parts_splits_every_step_and_puts_the_trainer_back(tmp_path):
     from transformers import Trainer, TrainingArguments
     from transformers.trainer_callback import CallbackHandler
 
-    from mllmtune.perf.common import step_parts, step_timer
+    from mllmtune.world.perf.common import step_parts, step_timer
 
     class Tiny(torch.nn.Module):
         def __init__(self):
@@ -229,7 +229,7 @@ def test_step_parts_splits_every_step_and_puts_the_trainer_back(tmp_path):
 def test_loss_gap():
     import math
 
-    from mllmtune.perf.overhead import loss_gap
+    from mllmtune.world.perf.overhead import loss_gap
 
     assert loss_gap([1.0, 2.0], [1.0, 2.0]) == 0.0
     assert loss_gap([1.0, 2.0], [1.0, 2.5]) == 0.5

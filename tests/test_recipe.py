@@ -1,7 +1,7 @@
 import pytest
 
 from mllmtune.errors import UserError
-from mllmtune.recipe import apply_overrides, load_recipe
+from mllmtune.config.recipe import apply_overrides, load_recipe
 
 GOOD = """# mllmtune train --recipe {path}
 name: t
@@ -85,7 +85,7 @@ def test_mixed_precision_reaches_the_training_arguments(tmp_path):
     """SFT trains in float32 unless asked; GRPO keeps TRL's bf16 default; a typo names the key."""
     from trl import GRPOConfig
 
-    from mllmtune.recipe import GRPOStage, SFTStage
+    from mllmtune.config.recipe import GRPOStage, SFTStage
     from mllmtune.stages.loop import training_args
 
     plain = training_args(SFTStage(), tmp_path, 0, None)

@@ -25,7 +25,7 @@ import pytest
 
 from mllmtune.emo_r3 import rewards
 from mllmtune.errors import UserError
-from mllmtune.recipe import GRPOStage
+from mllmtune.config.recipe import GRPOStage
 
 MIKELS = ["amusement", "anger", "awe", "contentment", "disgust", "excitement", "fear", "sadness"]
 S1 = "<step1> a face with a frown. night light. spikes. </step1>"
@@ -161,7 +161,7 @@ def test_the_default_is_the_released_scoring():
 
 
 def test_unknown_reward_or_preset_lists_the_known_ones():
-    from mllmtune.recipe import load_recipe
+    from mllmtune.config.recipe import load_recipe
 
     with pytest.raises(UserError, match=r"stage\.rewards: unknown preset 'best'.*released.*paper"):
         load_recipe("recipes/world/rl/emo-r3.yaml", ["stage.rewards=best"])
@@ -177,7 +177,7 @@ def test_unknown_reward_or_preset_lists_the_known_ones():
     ],
 )
 def test_a_label_set_the_coherence_prompt_cannot_name(override, message):
-    from mllmtune.recipe import load_recipe
+    from mllmtune.config.recipe import load_recipe
 
     with pytest.raises(UserError, match=message):
         load_recipe("recipes/world/rl/emo-r3.yaml", [override])
@@ -192,7 +192,7 @@ def test_a_data_label_set_the_coherence_prompt_cannot_name():
 
 def test_the_released_recipe_mirrors_the_released_config():
     """Values written by hand from examples/config.yaml and examples/qwen2_5_vl_3b_emor3.sh."""
-    from mllmtune.recipe import load_recipe
+    from mllmtune.config.recipe import load_recipe
 
     r = load_recipe("recipes/qwen2.5-vl-3b/emo-r3-released.yaml")
     s = r.stage
@@ -222,7 +222,7 @@ def test_processor_settings_reach_the_processor(tmp_path):
     from PIL import Image
     from tiny_families import save_tiny
 
-    from mllmtune.models import load_bundle
+    from mllmtune.models.bundle import load_bundle
 
     path = save_tiny("qwen2_5_vl", tmp_path / "qwen")
     image = Image.new("RGB", (448, 448), (120, 30, 30))

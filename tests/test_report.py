@@ -13,10 +13,12 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from mllmtune import stats, store
+from mllmtune.report import stats
+
+from mllmtune.runs import store
 from mllmtune.cli import app
-from mllmtune.leaderboard import build_report
-from mllmtune.report import write_report
+from mllmtune.report.leaderboard import build_report
+from mllmtune.report.write import write_report
 
 runner = CliRunner()
 T, OOD, R = "emoscenes-photo@1", "emoscenes-art@1", "world-general@1"
@@ -165,7 +167,7 @@ def test_report_matches_numbers_worked_out_by_hand(tmp_path):
 
 
 def _reference(tuned_by_key: dict, base_by_key: dict, draws: int, seed: int) -> dict[str, tuple[float, float]]:
-    """A plain, loop-by-draw two-level paired bootstrap (seeds, then items), independent of mllmtune.stats apart
+    """A plain, loop-by-draw two-level paired bootstrap (seeds, then items), independent of mllmtune.report.stats apart
     from the RNG stream: one seed resample per draw for all benchmarks, then each benchmark's item resample."""
     rng = np.random.default_rng(seed)
     k = len(tuned_by_key[T])

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from mllmtune.cli import app
 from mllmtune.errors import UserError
-from mllmtune.recipe import load_recipe
+from mllmtune.config.recipe import load_recipe
 
 runner = CliRunner()
 
@@ -61,7 +61,7 @@ def test_weights_that_go_non_finite_fail_the_run_at_that_step(micro_world, tmp_p
 def test_the_scheduler_list_is_transformers_own():
     from transformers.trainer_utils import SchedulerType
 
-    from mllmtune.recipe import SCHEDULERS
+    from mllmtune.config.recipe import SCHEDULERS
 
     assert set(SCHEDULERS) == {s.value for s in SchedulerType}
 
@@ -194,8 +194,8 @@ def test_a_folder_given_as_recipe_is_named_so(tmp_path):
 
 def test_artifacts_are_found_from_any_directory(tmp_path, monkeypatch):
     """Records written with a relative results folder still lead to their model from another working directory."""
-    from mllmtune import store
-    from mllmtune.export import find_run_model
+    from mllmtune.runs import store
+    from mllmtune.runs.export import find_run_model
 
     work = tmp_path / "work"
     (work / "results" / "runs" / "r1" / "model").mkdir(parents=True)
@@ -212,14 +212,14 @@ def test_artifacts_are_found_from_any_directory(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("run_id", ["../../etc", "a/b", "..", ""])
 def test_a_run_id_never_becomes_a_path_outside_the_results(tmp_path, run_id):
-    from mllmtune.export import find_run_model
+    from mllmtune.runs.export import find_run_model
 
     with pytest.raises(UserError, match="not a run id"):
         find_run_model(tmp_path, run_id)
 
 
 def test_rerunning_a_cancelled_run_says_how_to_resume_it(tmp_path):
-    from mllmtune import store
+    from mllmtune.runs import store
 
     results = tmp_path / "results"
     recipe = load_recipe("recipes/world/sft-full.yaml", ["stage.max_steps=1"])
@@ -231,7 +231,7 @@ def test_rerunning_a_cancelled_run_says_how_to_resume_it(tmp_path):
         artifacts={"checkpoint": str(results / "runs" / "r0" / "checkpoints" / "checkpoint-1")},
     )  # fmt: skip
     store.append_record(results, cancelled)
-    from mllmtune.run import resume_hint
+    from mllmtune.runs.train import resume_hint
 
     assert resume_hint(recipe, results) == (
         "note: run r0 of this recipe and seed was cancelled and can be resumed: "
@@ -259,7 +259,7 @@ def _write_parquet(path):
     ],
 )  # fmt: skip
 def test_damaged_data_files_are_one_line(tmp_path, name, source, write, message):
-    from mllmtune.sources import FileData, load_examples
+    from mllmtune.data.sources import FileData, load_examples
 
     path = tmp_path / name
     write(path)
@@ -276,7 +276,7 @@ def test_concurrent_runs_score_the_base_once(tmp_path, monkeypatch):
 
     from rich.console import Console
 
-    from mllmtune import run, store
+    from mllmtune.runs import train as run, store
 
     prepared = [SimpleNamespace(name="b", key="b@1", fingerprint="fp-b")]
     scored: list[str] = []
@@ -310,7 +310,7 @@ def test_concurrent_runs_score_the_base_once(tmp_path, monkeypatch):
 
 
 def test_results_are_not_written_through_a_link_out_of_the_folder(tmp_path):
-    from mllmtune import store
+    from mllmtune.runs import store
 
     outside, results = tmp_path / "outside", tmp_path / "results"
     outside.mkdir()
@@ -330,7 +330,7 @@ def test_a_huge_description_is_refused():
 
 def test_no_record_carries_null_for_a_non_finite_number(tmp_path):
     """A number that is NaN or infinite is left out of a record (absent reads as unmeasured), never written as null."""
-    from mllmtune import store
+    from mllmtune.runs import store
 
     record = store.RunRecord(
         run_id="r1", created_at="2026-01-01T00:00:00+00:00", status="success", recipe={}, recipe_hash="h", name="x",

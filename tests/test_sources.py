@@ -11,8 +11,8 @@ from PIL import Image
 
 from mllmtune.errors import UserError
 from mllmtune.evaluation.declared import DatasetBenchmark, DatasetBenchmarkSpec
-from mllmtune.recipe import validate
-from mllmtune.sources import LABEL_SETS, FileData, load_examples
+from mllmtune.config.recipe import validate
+from mllmtune.data.sources import LABEL_SETS, FileData, load_examples
 
 
 def _png(color=(200, 20, 20), size=(12, 10)) -> bytes:
@@ -103,7 +103,7 @@ def test_vqa_answers_choices_and_scoring(tmp_path):
 def test_prompts_go_through_the_family_chat_template(tmp_path):
     from tiny_families import BUILDERS
 
-    from mllmtune.data import ChatCollator, encode_prompts
+    from mllmtune.data.chat import ChatCollator, encode_prompts
 
     rows = [{"problem": "<image>Which emotion?", "answer": "joy", "images": [{"bytes": _png(), "path": None}]}]
     pd.DataFrame(rows).to_parquet(tmp_path / "d.parquet")

@@ -14,7 +14,7 @@ import pytest
 from pydantic import ValidationError
 
 from mllmtune.errors import UserError
-from mllmtune.store import (
+from mllmtune.runs.store import (
     SCHEMA_VERSION,
     RunRecord,
     append_record,
@@ -187,7 +187,7 @@ def test_permission_denied_becomes_user_error(tmp_path: Path, monkeypatch: pytes
     def denied(*args: Any, **kwargs: Any) -> Any:
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr("mllmtune.store.tempfile.TemporaryFile", denied)
+    monkeypatch.setattr("mllmtune.runs.store.tempfile.TemporaryFile", denied)
     with pytest.raises(
         UserError, match=f"^results folder {re.escape(str(tmp_path))} is not writable: Permission denied$"
     ):

@@ -67,7 +67,7 @@ def test_table_covers_every_strategy():
 
 
 def examples(n: int = 8) -> list[dict]:
-    from mllmtune.data import emotion_prompt
+    from mllmtune.data.chat import emotion_prompt
     from mllmtune.world.build import load_world_split
 
     rows = load_world_split("emoscenes-photo", "train", n)
@@ -75,7 +75,7 @@ def examples(n: int = 8) -> list[dict]:
 
 
 def inputs(processor, rows: list[dict]) -> dict:
-    from mllmtune.data import ChatCollator
+    from mllmtune.data.chat import ChatCollator
 
     batch = ChatCollator(processor)(rows)
     batch.pop("labels")
@@ -95,9 +95,9 @@ def base_name(name: str) -> str:
 @pytest.fixture(scope="module", params=CASES, ids=[c.id for c in CASES])
 def trained(request, micro_world, tmp_path_factory):
     """A strategy applied to a fresh micro model, trained 3 steps through the SFT stage, and saved."""
-    from mllmtune.data import ChatCollator
-    from mllmtune.models import load_bundle
-    from mllmtune.recipe import SFTStage
+    from mllmtune.data.chat import ChatCollator
+    from mllmtune.models.bundle import load_bundle
+    from mllmtune.config.recipe import SFTStage
     from mllmtune.stages.sft import run_sft
     from mllmtune.strategies.saving import save_tuned
 
@@ -154,7 +154,7 @@ def test_save_and_load_reproduce_the_logits(trained):
 def test_export_reproduces_the_logits(trained):
     from transformers import AutoModelForImageTextToText
 
-    from mllmtune.export import export_model
+    from mllmtune.runs.export import export_model
 
     out = trained.out / "export"
     info = export_model(trained.model_dir, out)
@@ -186,7 +186,7 @@ def case(case_id: str) -> list[Case]:
 def test_mask_by_gradient_selects_the_top_fisher_entries(trained):
     from peft.tuners.supertuning.layer import SupertuningLayer
 
-    from mllmtune.models import load_bundle
+    from mllmtune.models.bundle import load_bundle
     from mllmtune.strategies.selective import _fisher_scores
 
     fresh = load_bundle("world")
@@ -208,7 +208,7 @@ def test_pissa_saves_a_plain_lora_for_the_untouched_base(trained):
 
 
 def test_lora_plus_gives_b_its_own_learning_rate(bundle):
-    from mllmtune.recipe import SFTStage
+    from mllmtune.config.recipe import SFTStage
 
     s = strategies.get("lora-plus")
     options = s.options.model_validate({"name": "lora-plus", "r": 2, "lr_ratio": 8})
@@ -221,7 +221,7 @@ def test_lora_plus_gives_b_its_own_learning_rate(bundle):
 
 def test_prompt_tuning_generates_batched_as_one_at_a_time(bundle):
     """Left padding must not shift positions between the virtual tokens and the prompt (see additive.py)."""
-    from mllmtune.data import encode_prompts
+    from mllmtune.data.chat import encode_prompts
 
     s = strategies.get("prompt-tuning")
     model = s.build(bundle, s.options.model_validate({"name": "prompt-tuning", "num_virtual_tokens": 4}))
@@ -255,7 +255,7 @@ def test_prompt_tuning_generates_batched_as_one_at_a_time(bundle):
     ],
 )
 def test_foreign_options_are_rejected_by_name(tmp_path, strategy, key):
-    from mllmtune.recipe import load_recipe
+    from mllmtune.config.recipe import load_recipe
 
     path = tmp_path / "r.yaml"
     path.write_text(f"name: t\nstrategy:\n  name: {strategy}\n  {key}\n")
@@ -266,7 +266,7 @@ def test_foreign_options_are_rejected_by_name(tmp_path, strategy, key):
 
 
 def test_prompt_methods_accept_only_the_language_group(tmp_path):
-    from mllmtune.recipe import load_recipe
+    from mllmtune.config.recipe import load_recipe
 
     path = tmp_path / "r.yaml"
     path.write_text("name: t\nstrategy: {name: prefix-tuning, groups: [vision]}\n")
@@ -310,7 +310,7 @@ def test_qlora_without_4bit_kernels_is_one_line_and_writes_nothing(micro_world, 
 
 
 def test_every_strategy_has_its_recipe():
-    from mllmtune.recipe import load_recipe
+    from mllmtune.config.recipe import load_recipe
 
     root = Path(__file__).parents[1] / "recipes" / "world"
     for s in strategies.REGISTRY.values():
@@ -340,7 +340,7 @@ def test_every_recipe_runs_on_the_embedded_world(micro_world, tmp_path_factory, 
     from typer.testing import CliRunner
 
     from mllmtune.cli import app
-    from mllmtune.recipe import load_recipe
+    from mllmtune.config.recipe import load_recipe
 
     if "qlora" in recipe and (why := fourbit_problem()):
         pytest.skip(f"bitsandbytes 4-bit kernels unavailable here: {why}")
@@ -363,8 +363,8 @@ def test_prefix_tuning_generation_follows_its_forward(micro_world):
     argmax of the model's own forward pass over that one prompt and the tokens before it; with a large prefix the
     forward pass differs from the base's, and generation must follow it.
     """
-    from mllmtune.data import emotion_prompt, encode_prompts
-    from mllmtune.models import load_bundle
+    from mllmtune.data.chat import emotion_prompt, encode_prompts
+    from mllmtune.models.bundle import load_bundle
     from mllmtune.world.build import load_world_split
 
     bundle = load_bundle("world")

@@ -20,12 +20,14 @@ from PIL import Image
 from test_report import ZERO, record
 from typer.testing import CliRunner
 
-from mllmtune import stats, store
+from mllmtune.report import stats
+
+from mllmtune.runs import store
 from mllmtune.cli import app
 from mllmtune.errors import UserError
 from mllmtune.evaluation.declared import DatasetBenchmark, DatasetBenchmarkSpec
-from mllmtune.leaderboard import build_report
-from mllmtune.sources import FileData, load_examples
+from mllmtune.report.leaderboard import build_report
+from mllmtune.data.sources import FileData, load_examples
 
 runner = CliRunner()
 
@@ -306,7 +308,7 @@ def test_a_redeclared_data_set_is_scored_again(tmp_path, bundle):
 
     from mllmtune.evaluation.benchmarks import BENCHMARKS
     from mllmtune.evaluation.declared import register
-    from mllmtune.run import baseline_scores
+    from mllmtune.runs.train import baseline_scores
 
     results = tmp_path / "res"
     for colors in ((0, 0, 0), (255, 255, 255)):

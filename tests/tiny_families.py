@@ -86,7 +86,7 @@ def qwen2_5_vl():
     from transformers import Qwen2_5_VLConfig
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-    from mllmtune.models import image_only_class
+    from mllmtune.models.bundle import image_only_class
 
     names = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>"]
     tok = _tokenizer(

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from mllmtune.data import emotion_prompt
+from mllmtune.data.chat import emotion_prompt
 
 
 @dataclass(frozen=True)

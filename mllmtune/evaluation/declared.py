@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mllmtune.errors import UserError
 from mllmtune.evaluation.benchmarks import BENCHMARKS, Benchmark
-from mllmtune.sources import FileData
+from mllmtune.data.sources import FileData
 
 BUILTIN = frozenset(BENCHMARKS)  # the world's benchmarks, named without a declaration
 PLAIN_TOKENS = 16
@@ -62,7 +62,7 @@ class DatasetBenchmark(Benchmark):
         """The declared items (ids from the source, or hashes of image and question); `limit` (or the source's own
         `limit`) is a seeded sample stratified by label, or by answer for yes/no and multiple choice."""
         from mllmtune.evaluation.sampling import stratified_sample
-        from mllmtune.sources import load_examples
+        from mllmtune.data.sources import load_examples
 
         data = self.spec.data
         whole = data.model_copy(update={"limit": None})

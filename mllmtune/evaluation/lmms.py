@@ -1,7 +1,7 @@
 """Standard retention benchmarks scored by lmms-eval (0.7.3) on the model in memory.
 
 lmms-eval owns the tasks: data, prompts, filters, per-item scoring and aggregation. The suite owns the model: its
-requests go through the suite's own chat-template path (`mllmtune.data`), greedily, on the model object already
+requests go through the suite's own chat-template path (`mllmtune.data.chat`), greedily, on the model object already
 loaded, so a tuned model is scored with no reload and no second copy. This module is that side: the model adapter,
 the seeded doc sample, one contained lmms-eval run and the scores and rows read back from it. Importing lmms-eval
 and finding and checking tasks live in `mllmtune.evaluation.lmms_lookup` (`PREFIX`, `check_tasks` and
@@ -123,7 +123,7 @@ def _adapter():
             suite's chat template, as it trains), so `acc` ranks whole answers and `acc_norm` divides by length."""
             import torch
 
-            from mllmtune.data import ChatCollator
+            from mllmtune.data.chat import ChatCollator
 
             collate, res = ChatCollator(self.processor, max_length=sys.maxsize), []  # never cut an answer
             for start in range(0, len(requests), self.batch_size):

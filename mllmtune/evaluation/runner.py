@@ -7,7 +7,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mllmtune.data import ChatCollator, encode_prompts
+from mllmtune.data.chat import ChatCollator, encode_prompts
 from mllmtune.evaluation.benchmarks import BENCHMARKS, Benchmark
 
 

@@ -13,7 +13,7 @@ import copy
 from contextlib import contextmanager
 from pathlib import Path
 
-from mllmtune.data import emotion_prompt
+from mllmtune.data.chat import emotion_prompt
 from mllmtune.emo_r3 import rewards
 from mllmtune.emo_r3 import template as tpl
 from mllmtune.errors import UserError

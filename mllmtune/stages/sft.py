@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mllmtune.data import ChatCollator
+from mllmtune.data.chat import ChatCollator
 from mllmtune.stages import loop
 from mllmtune.stages.loop import Cancelled
 

@@ -22,7 +22,7 @@ def strategy_rows(model_id: str | None = None) -> list[dict]:
     import dataclasses
 
     from mllmtune.errors import UserError
-    from mllmtune.models import load_bundle
+    from mllmtune.models.bundle import load_bundle
     from mllmtune.strategies.targets import count_parameters
 
     base = load_bundle(model_id)

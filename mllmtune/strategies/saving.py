@@ -93,7 +93,7 @@ def load_tuned(directory: str | Path, dequantize: bool = False):
     from transformers import AutoModelForImageTextToText
 
     from mllmtune import strategies
-    from mllmtune.models import processor_at
+    from mllmtune.models.bundle import processor_at
 
     directory = Path(directory)
     manifest = read_manifest(directory)

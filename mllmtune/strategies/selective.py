@@ -140,7 +140,7 @@ def mask(bundle, options: MaskOptions, examples: list[dict] | None = None):
 def _fisher_scores(bundle, names: list[str], examples: list[dict], batch_size: int = 8) -> dict:
     import torch
 
-    from mllmtune.data import ChatCollator
+    from mllmtune.data.chat import ChatCollator
 
     model = bundle.model
     modules = dict(model.named_modules())

@@ -155,7 +155,7 @@ def load_world_split(
 
 
 def _corpus() -> list[str]:
-    from mllmtune.data import emotion_prompt
+    from mllmtune.data.chat import emotion_prompt
     from mllmtune.world.general import STRUCTURED_INSTRUCTION
     from mllmtune.world.scenes import LABELS
 
@@ -175,7 +175,7 @@ def build_world(size: str | None = None, seed: int = 0, log=print, progress=None
     """Build the world from scratch into a temporary folder, then move it into place (never half-written)."""
     import torch
 
-    from mllmtune.recipe import SFTStage
+    from mllmtune.config.recipe import SFTStage
     from mllmtune.runtime import bf16_is_fast
     from mllmtune.stages.sft import run_sft
     from mllmtune.world.model import IMAGE_SIZE, PATCH_SIZE, build_model, build_processor, train_tokenizer

@@ -21,7 +21,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from mllmtune.perf.common import Setup, loop_callback, step_parts, step_timer
+from mllmtune.world.perf.common import Setup, loop_callback, step_parts, step_timer
 
 # The strategies of the overhead figure, configured as the world's recipes configure them.
 SFT_STRATEGIES = {
@@ -29,7 +29,7 @@ SFT_STRATEGIES = {
     "lora": {"name": "lora", "groups": ["language"], "r": 8, "alpha": 16},
     "freeze": {"name": "freeze", "groups": ["vision", "projector"]},
 }
-PLAIN_SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "perf" / "plain_trainer.py"
+PLAIN_SCRIPT = Path(__file__).resolve().parents[3] / "benchmarks" / "perf" / "plain_trainer.py"
 
 
 @dataclass
@@ -56,8 +56,8 @@ def suite_sft(setup: Setup, strategy: str, sizes: SFTSizes, seed: int, progress,
     from transformers import set_seed
 
     from mllmtune import strategies
-    from mllmtune.models import load_bundle
-    from mllmtune.recipe import SFTStage
+    from mllmtune.models.bundle import load_bundle
+    from mllmtune.config.recipe import SFTStage
     from mllmtune.stages.sft import run_sft
 
     set_seed(seed)
@@ -112,14 +112,14 @@ def measured(run, warmup: int) -> dict:
 
 
 def sft_child(setup: Setup, strategy: str, side: str, sizes: SFTSizes, seed: int) -> dict:
-    """One side measured in a fresh interpreter (`python -m mllmtune.perf.overhead`): see `measured`.
+    """One side measured in a fresh interpreter (`python -m mllmtune.world.perf.overhead`): see `measured`.
 
     In one process, each run starts from the allocator state and caches the runs before it left; run that way, the
     same code on the same model read a `full` ratio of 0.955 in one run of the harness and 1.120 (1.102-1.127) in
     the next."""
-    from mllmtune.perf.common import run_child
+    from mllmtune.world.perf.common import run_child
 
-    return run_child("mllmtune.perf.overhead", [child_args(setup, strategy, side, sizes, seed)])
+    return run_child("mllmtune.world.perf.overhead", [child_args(setup, strategy, side, sizes, seed)])
 
 
 def child_args(setup: Setup, strategy: str, side: str, sizes: SFTSizes, seed: int) -> str:
@@ -130,7 +130,7 @@ def child_args(setup: Setup, strategy: str, side: str, sizes: SFTSizes, seed: in
 
 def child_setup(args: dict) -> tuple[Setup, SFTSizes]:
     """The parent's model, training rows (same examples, same order) and sizes, from `child_args`."""
-    from mllmtune.perf.common import rows_for
+    from mllmtune.world.perf.common import rows_for
 
     rows = rows_for(args["size"], "train", args["rows"])
     return Setup(Path(args["model"]), "", rows, [], args["size"]), SFTSizes(**args["sizes"])
@@ -179,7 +179,7 @@ def _sft_main(args: dict) -> dict:
     The suite side keeps its live progress display (on stderr), as `mllmtune train` has one."""
     from rich.console import Console
 
-    from mllmtune.run import make_progress
+    from mllmtune.runs.train import make_progress
     from mllmtune.runtime import setup as runtime_setup
 
     runtime_setup()
@@ -206,7 +206,7 @@ class GRPOSizes:
 
 def grpo_stage(sizes: GRPOSizes, reflective: bool):
     """The two stages compared: identical but for the reflective reward weights (0 drops the term and its query)."""
-    from mllmtune.recipe import GRPOStage
+    from mllmtune.config.recipe import GRPOStage
 
     rewards = {"accuracy": 0.8, "format": 0.1, "coherence": 0.05, "consistency": 0.05}
     if not reflective:
@@ -255,7 +255,7 @@ def grpo_run(setup: Setup, sizes: GRPOSizes, reflective: bool, seed: int, progre
     from transformers import set_seed
 
     from mllmtune.emo_r3 import rewards
-    from mllmtune.models import load_bundle
+    from mllmtune.models.bundle import load_bundle
     from mllmtune.stages.grpo import run_grpo
 
     set_seed(seed)
@@ -282,8 +282,8 @@ def cold_started(setup: Setup, sizes: GRPOSizes, folder: Path, seed: int, progre
 
     from transformers import set_seed
 
-    from mllmtune.models import load_bundle
-    from mllmtune.recipe import SFTStage
+    from mllmtune.models.bundle import load_bundle
+    from mllmtune.config.recipe import SFTStage
     from mllmtune.stages.grpo import cold_start_examples
     from mllmtune.stages.sft import run_sft
 

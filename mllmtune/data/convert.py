@@ -275,8 +275,8 @@ def webemo_to_jsonl(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m mllmtune.convert webemo LIST IMAGE_DIR OUT [--level 25|7|2] [--names category.txt]``."""
-    parser = argparse.ArgumentParser(prog="python -m mllmtune.convert", description=__doc__.split("\n\n")[0])
+    """``python -m mllmtune.data.convert webemo LIST IMAGE_DIR OUT [--level 25|7|2] [--names category.txt]``."""
+    parser = argparse.ArgumentParser(prog="python -m mllmtune.data.convert", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="converter", required=True)
     web = sub.add_parser("webemo", help="WebEmo URL list + downloaded images -> JSONL (image, answer)")
     web.add_argument("list_file", help="train25.txt or test25.txt")

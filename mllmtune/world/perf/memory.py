@@ -1,7 +1,7 @@
 """Peak memory of `full`, `lora` and `qlora` SFT steps: one fresh subprocess per strategy, heap setting and repeat.
 
 A process's peak RSS cannot be lowered once reached, so each measurement runs alone:
-`python -m mllmtune.perf.memory MODEL_DIR STRATEGY STEPS BATCH [DTYPE [on|off]]` prints one JSON line with
+`python -m mllmtune.world.perf.memory MODEL_DIR STRATEGY STEPS BATCH [DTYPE [on|off]]` prints one JSON line with
 
 - `dtype`: what the base was loaded in (`float32` unless DTYPE says otherwise) and `param_dtype`, what its first
   floating parameter holds once the strategy is applied (QLoRA's reads float32 whatever the base: peft casts what
@@ -111,9 +111,9 @@ def measure(
     import transformers  # noqa: F401
 
     from mllmtune import strategies
-    from mllmtune.models import load_bundle
-    from mllmtune.perf.common import rendered_rows
-    from mllmtune.recipe import SFTStage
+    from mllmtune.models.bundle import load_bundle
+    from mllmtune.world.perf.common import rendered_rows
+    from mllmtune.config.recipe import SFTStage
     from mllmtune.stages.sft import run_sft
 
     rows = rendered_rows("train", steps * batch_size)
@@ -150,12 +150,12 @@ def run_child(
     timeout: float = 900,
 ) -> dict:
     """One measurement in a fresh interpreter (a process's peak RSS cannot be lowered once reached)."""
-    from mllmtune.perf.common import run_child as child
+    from mllmtune.world.perf.common import run_child as child
 
     setting = HEAPS[heap]
     args = [str(model_dir), strategy, str(steps), str(batch_size), dtype]
     args += [] if setting.release is None else ["on" if setting.release else "off"]
-    return child("mllmtune.perf.memory", args, timeout, env={"TQDM_DISABLE": "1"} | setting.env)
+    return child("mllmtune.world.perf.memory", args, timeout, env={"TQDM_DISABLE": "1"} | setting.env)
 
 
 def memory_figures(

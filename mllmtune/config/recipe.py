@@ -27,7 +27,7 @@ from pydantic import (
 from mllmtune.errors import UserError
 from mllmtune.evaluation.declared import DatasetBenchmarkSpec
 from mllmtune.evaluation.lmms_tasks import LmmsSpec, is_lmms
-from mllmtune.sources import FileData
+from mllmtune.data.sources import FileData
 from mllmtune.strategies import REGISTRY
 
 
@@ -72,7 +72,7 @@ def _data_source(value: Any) -> str:
     return "world" if source == "world" else "files"
 
 
-# `source: world` (the default) or a file / hub source (see mllmtune/sources.py).
+# `source: world` (the default) or a file / hub source (see mllmtune/data/sources.py).
 DataSpec = Annotated[
     Union[Annotated[WorldData, Tag("world")], Annotated[FileData, Tag("files")]],  # noqa: UP007
     Discriminator(_data_source),

@@ -1,6 +1,6 @@
 """`mllmtune report`: leaderboard CSVs, a GitHub-readable report.md, PNG plots and a terminal table.
 
-The tables come from :mod:`mllmtune.leaderboard` (built once, so every output agrees); this module only writes them.
+The tables come from :mod:`mllmtune.report.leaderboard` (built once, so every output agrees); this module only writes them.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from mllmtune import store
+from mllmtune.runs import store
 from mllmtune.errors import UserError
-from mllmtune.leaderboard import Report, build_report
+from mllmtune.report.leaderboard import Report, build_report
 
 MAX_TERMINAL_ROWS = 40
 
@@ -124,7 +124,7 @@ def markdown(report: Report, plots: list[Path]) -> str:
     parts += ["## Failed and cancelled runs (never averaged in)\n", _md_table(failed)]
     if report.warnings:
         parts += ["## Warnings\n", "".join(f"- {w}\n" for w in report.warnings)]
-    from mllmtune.perf.table import report_markdown
+    from mllmtune.world.perf.table import report_markdown
 
     perf = report_markdown(report.results)
     if perf:
@@ -134,7 +134,7 @@ def markdown(report: Report, plots: list[Path]) -> str:
 
 def write_report(report: Report, out: Path) -> list[Path]:
     """Write the CSVs, the plots and report.md into ``out``; returns the files written."""
-    from mllmtune.plots import write_plots
+    from mllmtune.report.plots import write_plots
 
     store.check_writable(out)
     written = []
@@ -199,7 +199,7 @@ def run_report(results: Path, out: Path | None, console: Console, err_console: C
         (err_console or console).print(f"warning: {warning}", markup=False, highlight=False)
     files = write_report(report, out or Path(results) / "report")
     print_report(report, console)
-    from mllmtune.perf.table import report_table
+    from mllmtune.world.perf.table import report_table
 
     report_table(results, console)
     console.print(f"wrote {len(files)} files to {files[0].parent}: {', '.join(p.name for p in files)}")

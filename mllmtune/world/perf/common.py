@@ -33,7 +33,7 @@ class Setup:
 
 def as_examples(rows: list[dict]) -> list[dict]:
     """World rows as training examples, exactly as `mllmtune train` builds them (`run.train_examples`)."""
-    from mllmtune.data import emotion_prompt
+    from mllmtune.data.chat import emotion_prompt
 
     return [dict(r, prompt=emotion_prompt(r["labels"]), answer=r["label"]) for r in rows]
 

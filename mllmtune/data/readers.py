@@ -2,7 +2,7 @@
 
 Each row is the file's own columns plus `_where` (file and row, for messages), `_base` (where relative image paths
 start) and `_relpath` (the image path a split list names). Which rows are the split is decided by
-`mllmtune.splits`; turning rows into examples is `mllmtune.sources`. Every parse failure is one line naming the file.
+`mllmtune.data.splits`; turning rows into examples is `mllmtune.data.sources`. Every parse failure is one line naming the file.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mllmtune.errors import UserError
-from mllmtune.splits import IMAGE_SUFFIXES, json_lines
+from mllmtune.data.splits import IMAGE_SUFFIXES, json_lines
 
 if TYPE_CHECKING:
-    from mllmtune.sources import FileData
+    from mllmtune.data.sources import FileData
 
 # Column names tried, in order, for each role when the recipe does not map it.
 ALIASES = {
@@ -84,7 +84,7 @@ def _file_rows(files: list[Path], spec: FileData, key: str, root: Path) -> tuple
 
 def read_table(spec: FileData, key: str) -> tuple[list[dict], list[str]]:
     """Raw rows of the asked split (each with `_where`, the file and row for messages) and the column names."""
-    from mllmtune import splits
+    from mllmtune.data import splits
 
     if spec.source == "hub":
         return _read_hub(spec, key)

@@ -189,7 +189,7 @@ def load_bundle(
     if family not in GROUPS:
         raise UserError(
             f"model family {family!r} is not supported; supported: {', '.join(sorted(GROUPS))} "
-            "(a family is added in mllmtune/models.py: GROUPS)"
+            "(a family is added in mllmtune/models/bundle.py: GROUPS)"
         )
     torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
     kwargs = {"revision": revision, "dtype": torch_dtype, "trust_remote_code": trust_remote_code}

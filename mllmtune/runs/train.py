@@ -12,11 +12,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from mllmtune import store
+from mllmtune.runs import store
 from mllmtune.errors import RunFailed, UserError
 from mllmtune.evaluation.benchmarks import BENCHMARKS
 from mllmtune.evaluation.summary import summarize
-from mllmtune.recipe import Recipe
+from mllmtune.config.recipe import Recipe
 
 
 def make_progress(console: Console) -> Progress:
@@ -119,7 +119,7 @@ def evaluate_model(
     from transformers import set_seed
 
     from mllmtune.evaluation.runner import evaluate, prepare
-    from mllmtune.provenance import peak_memory_mb, provenance
+    from mllmtune.runs.provenance import peak_memory_mb, provenance
     from mllmtune.strategies.targets import count_parameters
 
     set_seed(seed)
@@ -166,12 +166,12 @@ def evaluate_model(
 
 
 def train_examples(recipe: Recipe) -> list[dict]:
-    from mllmtune.data import emotion_prompt
+    from mllmtune.data.chat import emotion_prompt
     from mllmtune.world.build import load_world_split
 
     spec = recipe.data
     if spec.source != "world":  # files or a hub data set; `skipped` counts rows with unreadable images
-        from mllmtune.sources import load_examples
+        from mllmtune.data.sources import load_examples
 
         return load_examples(spec, "data")
     rows = load_world_split(f"emoscenes-{spec.domain}", spec.split, spec.limit)
@@ -189,7 +189,7 @@ def _append_record(
     defaults to the exception being handled). `fields`: scores, train, artifacts, error."""
     import sys
 
-    from mllmtune.provenance import peak_memory_mb, provenance
+    from mllmtune.runs.provenance import peak_memory_mb, provenance
     from mllmtune.strategies.targets import count_parameters
 
     if status != "success" and "error" not in fields:
@@ -233,7 +233,7 @@ def resume_hint(recipe: Recipe, results: Path) -> str | None:
 
 def check_disjoint(examples: list[dict], names: list[str]) -> None:
     """Refuse a run whose training rows share an image (same content or same file) with a declared test set."""
-    from mllmtune.splits import overlap
+    from mllmtune.data.splits import overlap
 
     for name in names:
         bench = BENCHMARKS[name]
@@ -266,7 +266,7 @@ def train(recipe: Recipe, results: Path, console: Console, resume: dict | None =
     from mllmtune import runtime, strategies
     from mllmtune.evaluation import lmms_tasks
     from mllmtune.evaluation.runner import evaluate, prepare
-    from mllmtune.models import load_model
+    from mllmtune.models.bundle import load_model
     from mllmtune.stages import runner
     from mllmtune.stages.loop import Cancelled
     from mllmtune.strategies.saving import save_tuned
@@ -438,7 +438,7 @@ def print_summary(console: Console, record: store.RunRecord, recipe: Recipe) -> 
 
 def resumable(results: Path, run_id: str) -> tuple[Recipe, dict]:
     """The recipe and latest record of a cancelled run that left a checkpoint."""
-    from mllmtune.recipe import validate
+    from mllmtune.config.recipe import validate
 
     try:
         store.check_run_id(run_id)

@@ -4,7 +4,7 @@ Every source ends in the same example dicts the world yields (`prompt`, `answer`
 emotions or `answers`/`choices` for VQA), so training and evaluation do not know where data came from. Columns are
 found by common names (EMO-R3's `problem`/`answer`/`images`, VQA's `question`/`answers`, ...) unless the recipe
 maps them under `columns`. Images stay undecoded until used, so a 100k-image set is not held in memory as pixels.
-The rows of the asked split come from `mllmtune.readers` (files, folders, the hub) and `mllmtune.splits`.
+The rows of the asked split come from `mllmtune.data.readers` (files, folders, the hub) and `mllmtune.data.splits`.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from mllmtune.errors import UserError
-from mllmtune.readers import ALIASES, read_table
-from mllmtune.splits import HoldOut
+from mllmtune.data.readers import ALIASES, read_table
+from mllmtune.data.splits import HoldOut
 
 LABEL_SETS = {
     "mikels8": ["amusement", "anger", "awe", "contentment", "disgust", "excitement", "fear", "sadness"],
@@ -191,7 +191,7 @@ def resolve_labels(spec: FileData, answers: list[str]) -> list[str]:
 
 
 def _emotion(row: dict, cols: dict, labels: list[str], spec: FileData, key: str) -> dict:
-    from mllmtune.data import emotion_prompt
+    from mllmtune.data.chat import emotion_prompt
 
     value = row.get(cols["answer"])
     if _missing(value):
@@ -248,7 +248,7 @@ def load_examples(spec: FileData, key: str = "data") -> Examples:
     Every example carries a stable `id` (the source's own, else a hash of image bytes and question), the hash of its
     image bytes (`image_sha`) and its file (`image_file`), which the train/test overlap check compares.
     """
-    from mllmtune import splits
+    from mllmtune.data import splits
     from mllmtune.evaluation.sampling import stratified_sample, unique_ids
 
     rows, columns = read_table(spec, key)

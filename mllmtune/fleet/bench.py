@@ -19,9 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from mllmtune import store
+from mllmtune.runs import store
 from mllmtune.errors import UserError
-from mllmtune.recipe import Recipe, load_recipe
+from mllmtune.config.recipe import Recipe, load_recipe
 
 
 class SuiteRun(BaseModel):
@@ -108,7 +108,7 @@ def load_suite(
     path = Path(path)
     if not path.is_file():
         raise UserError(f"suite file not found: {path}")
-    from mllmtune.recipe import read_yaml
+    from mllmtune.config.recipe import read_yaml
 
     data = read_yaml(path) or {}
     try:
@@ -158,7 +158,7 @@ def plan(cells: list[Cell], records: list[dict]) -> list[Cell]:
 
 def _failed_record(cell: Cell, exc: BaseException, seconds: float) -> store.RunRecord:
     """A `failed` record for errors `run.train` raised before it could record one itself (e.g. model loading)."""
-    from mllmtune.provenance import provenance
+    from mllmtune.runs.provenance import provenance
     from mllmtune.strategies import REGISTRY
 
     r = cell.recipe
@@ -207,7 +207,7 @@ def _recorded_failure(results: Path, offset: int, key: tuple) -> bool:
 
 def run_cell(cell: Cell, results: Path, console: Console) -> Outcome:
     """Train one cell in-process; any failure becomes a `failed` record and an outcome, never an exception."""
-    from mllmtune import run
+    from mllmtune.runs import train as run
 
     path = results / store.RUNS_FILE
     offset = path.stat().st_size if path.exists() else 0

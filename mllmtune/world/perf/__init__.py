@@ -13,8 +13,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mllmtune.perf.overhead import GRPOSizes, SFTSizes
-from mllmtune.perf.table import TARGETS, Row, print_table, write_csv
+from mllmtune.world.perf.overhead import GRPOSizes, SFTSizes
+from mllmtune.world.perf.table import TARGETS, Row, print_table, write_csv
 
 
 @dataclass
@@ -71,8 +71,8 @@ def run_perf(
     """Measure every figure (or the sections in `only`), write `results/perf.csv`, print the table; returns rows.
 
     `memory_dtype` is what the memory section loads its model in (the other sections keep float32)."""
-    from mllmtune.perf import common, growth, memory, overhead
-    from mllmtune.run import make_progress
+    from mllmtune.world.perf import common, growth, memory, overhead
+    from mllmtune.runs.train import make_progress
     from mllmtune.world.build import current_size
 
     log = console.print if console else print

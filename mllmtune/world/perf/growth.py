@@ -31,7 +31,7 @@ def eval_seconds(model_dir: Path, rows: list[dict], batch_size: int = 64) -> flo
     metrics (`emoscenes-photo`'s scorer; the rows are given, so the world need not be built)."""
     from mllmtune.evaluation.benchmarks import BENCHMARKS
     from mllmtune.evaluation.runner import generate
-    from mllmtune.models import load_bundle
+    from mllmtune.models.bundle import load_bundle
 
     bundle = load_bundle(str(model_dir))
     bench = BENCHMARKS["emoscenes-photo"]
@@ -45,7 +45,7 @@ def eval_seconds(model_dir: Path, rows: list[dict], batch_size: int = 64) -> flo
 
 def synthetic_table(results: Path, n: int, recipes: int = 50, seed: int = 0) -> None:
     """`n` run records (plus a zero-shot row) over `recipes` recipes and many seeds, without per-sample predictions."""
-    from mllmtune import store
+    from mllmtune.runs import store
 
     rng = random.Random(seed)
     results.mkdir(parents=True, exist_ok=True)
@@ -107,7 +107,7 @@ def report_seconds(n: int) -> float:
     """Seconds of `mllmtune report` (read, aggregate, CSVs, plots, report.md) over a table of `n` records."""
     from rich.console import Console
 
-    from mllmtune.report import run_report
+    from mllmtune.report.write import run_report
 
     with tempfile.TemporaryDirectory() as tmp:
         results = Path(tmp) / "results"

@@ -17,7 +17,7 @@ from mllmtune.errors import UserError
 
 def find_run_model(results: Path, run_id: str) -> Path:
     """The saved model folder of a successful run in the results table."""
-    from mllmtune import store
+    from mllmtune.runs import store
 
     store.check_run_id(run_id)
     records, _ = store.read_records(results)
@@ -54,7 +54,7 @@ def export_model(model_dir: str | Path, out: str | Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     info = {"strategy": manifest["strategy"], "family": manifest["family"], "base": manifest["base"]}
     if manifest["family"] == "additive":
-        from mllmtune.models import processor_at
+        from mllmtune.models.bundle import processor_at
 
         load_base(manifest, dequantize=True).save_pretrained(str(out))
         processor_at(manifest["base"]["path"]).save_pretrained(str(out))

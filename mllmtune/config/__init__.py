@@ -1,0 +1,1 @@
+"""Recipe schema and reading: validated before anything heavy happens."""

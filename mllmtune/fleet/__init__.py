@@ -1,0 +1,1 @@
+"""Many runs: suites of recipes x models x seeds, skipping what the table holds."""

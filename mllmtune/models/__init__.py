@@ -1,0 +1,1 @@
+"""The model bundle: a model, its processor and its module groups."""

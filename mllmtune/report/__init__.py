@@ -1,0 +1,1 @@
+"""From the run table to leaderboards: pairing, bootstrap intervals, plots, markdown."""
