@@ -116,9 +116,9 @@ def eval_(
     results: ResultsOpt = Path("results"),
 ) -> None:
     """Score a saved model as it is (a zero-shot row in the table)."""
-    from mllmtune.runs import store
     from mllmtune.evaluation.benchmarks import BENCHMARKS
     from mllmtune.evaluation.declared import BUILTIN
+    from mllmtune.runs import store
 
     spec = None
     if recipe is not None:
@@ -169,8 +169,8 @@ def eval_(
 @command()
 def validate(recipes: Annotated[list[Path], typer.Argument(help="recipe YAML files")]) -> None:
     """Check recipes without running them."""
-    from mllmtune.evaluation import lmms_tasks
     from mllmtune.config.recipe import load_recipe
+    from mllmtune.evaluation import lmms_tasks
 
     for path in recipes:
         r = load_recipe(path)

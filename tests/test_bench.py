@@ -11,11 +11,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from mllmtune.fleet import bench
-
-from mllmtune.runs import store
 from mllmtune.cli import app
 from mllmtune.config.recipe import Recipe, load_recipe
+from mllmtune.fleet import bench
+from mllmtune.runs import store
 
 runner = CliRunner()
 REPO = Path(__file__).resolve().parent.parent

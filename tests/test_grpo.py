@@ -8,10 +8,10 @@ import json
 import pytest
 import torch
 
+from mllmtune.config.recipe import GRPOStage, load_recipe, validate
 from mllmtune.emo_r3 import rewards
 from mllmtune.emo_r3 import template as tpl
 from mllmtune.errors import UserError
-from mllmtune.config.recipe import GRPOStage, load_recipe, validate
 from tests.test_strategies import CASES
 
 STRUCTURED = (

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from mllmtune.errors import UserError
 from mllmtune.data.sources import FileData, load_examples
+from mllmtune.errors import UserError
 
 
 def _jsonl(tmp_path, rows) -> str:

@@ -12,8 +12,8 @@ import yaml
 from test_lmms import POPE_YAML, VQA_UTILS, VQA_YAML, _pope_rows, _vqa_rows, _write
 from typer.testing import CliRunner
 
-from mllmtune.runs import store
 from mllmtune.cli import app
+from mllmtune.runs import store
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()

@@ -1,7 +1,7 @@
 import pytest
 
-from mllmtune.errors import UserError
 from mllmtune.config.recipe import apply_overrides, load_recipe
+from mllmtune.errors import UserError
 
 GOOD = """# mllmtune train --recipe {path}
 name: t

@@ -13,12 +13,11 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from mllmtune.report import stats
-
-from mllmtune.runs import store
 from mllmtune.cli import app
+from mllmtune.report import stats
 from mllmtune.report.leaderboard import build_report
 from mllmtune.report.write import write_report
+from mllmtune.runs import store
 
 runner = CliRunner()
 T, OOD, R = "emoscenes-photo@1", "emoscenes-art@1", "world-general@1"

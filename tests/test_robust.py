@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from mllmtune.cli import app
-from mllmtune.errors import UserError
 from mllmtune.config.recipe import load_recipe
+from mllmtune.errors import UserError
 
 runner = CliRunner()
 
@@ -276,7 +276,8 @@ def test_concurrent_runs_score_the_base_once(tmp_path, monkeypatch):
 
     from rich.console import Console
 
-    from mllmtune.runs import train as run, store
+    from mllmtune.runs import store
+    from mllmtune.runs import train as run
 
     prepared = [SimpleNamespace(name="b", key="b@1", fingerprint="fp-b")]
     scored: list[str] = []

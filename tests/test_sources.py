@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from mllmtune.errors import UserError
-from mllmtune.evaluation.declared import DatasetBenchmark, DatasetBenchmarkSpec
 from mllmtune.config.recipe import validate
 from mllmtune.data.sources import LABEL_SETS, FileData, load_examples
+from mllmtune.errors import UserError
+from mllmtune.evaluation.declared import DatasetBenchmark, DatasetBenchmarkSpec
 
 
 def _png(color=(200, 20, 20), size=(12, 10)) -> bytes:

@@ -95,9 +95,9 @@ def base_name(name: str) -> str:
 @pytest.fixture(scope="module", params=CASES, ids=[c.id for c in CASES])
 def trained(request, micro_world, tmp_path_factory):
     """A strategy applied to a fresh micro model, trained 3 steps through the SFT stage, and saved."""
+    from mllmtune.config.recipe import SFTStage
     from mllmtune.data.chat import ChatCollator
     from mllmtune.models.bundle import load_bundle
-    from mllmtune.config.recipe import SFTStage
     from mllmtune.stages.sft import run_sft
     from mllmtune.strategies.saving import save_tuned
 

@@ -20,14 +20,13 @@ from PIL import Image
 from test_report import ZERO, record
 from typer.testing import CliRunner
 
-from mllmtune.report import stats
-
-from mllmtune.runs import store
 from mllmtune.cli import app
+from mllmtune.data.sources import FileData, load_examples
 from mllmtune.errors import UserError
 from mllmtune.evaluation.declared import DatasetBenchmark, DatasetBenchmarkSpec
+from mllmtune.report import stats
 from mllmtune.report.leaderboard import build_report
-from mllmtune.data.sources import FileData, load_examples
+from mllmtune.runs import store
 
 runner = CliRunner()
 

@@ -24,10 +24,10 @@ from pydantic import (
     model_validator,
 )
 
+from mllmtune.data.sources import FileData
 from mllmtune.errors import UserError
 from mllmtune.evaluation.declared import DatasetBenchmarkSpec
 from mllmtune.evaluation.lmms_tasks import LmmsSpec, is_lmms
-from mllmtune.data.sources import FileData
 from mllmtune.strategies import REGISTRY
 
 

@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mllmtune.errors import UserError
 from mllmtune.data.splits import IMAGE_SUFFIXES, json_lines
+from mllmtune.errors import UserError
 
 if TYPE_CHECKING:
     from mllmtune.data.sources import FileData

@@ -19,9 +19,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mllmtune.errors import UserError
 from mllmtune.data.readers import ALIASES, read_table
 from mllmtune.data.splits import HoldOut
+from mllmtune.errors import UserError
 
 LABEL_SETS = {
     "mikels8": ["amusement", "anger", "awe", "contentment", "disgust", "excitement", "fear", "sadness"],

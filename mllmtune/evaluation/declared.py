@@ -12,9 +12,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mllmtune.data.sources import FileData
 from mllmtune.errors import UserError
 from mllmtune.evaluation.benchmarks import BENCHMARKS, Benchmark
-from mllmtune.data.sources import FileData
 
 BUILTIN = frozenset(BENCHMARKS)  # the world's benchmarks, named without a declaration
 PLAIN_TOKENS = 16
@@ -61,8 +61,8 @@ class DatasetBenchmark(Benchmark):
     def examples(self, limit: int | None = None, template: str = "plain") -> list[dict]:
         """The declared items (ids from the source, or hashes of image and question); `limit` (or the source's own
         `limit`) is a seeded sample stratified by label, or by answer for yes/no and multiple choice."""
-        from mllmtune.evaluation.sampling import stratified_sample
         from mllmtune.data.sources import load_examples
+        from mllmtune.evaluation.sampling import stratified_sample
 
         data = self.spec.data
         whole = data.model_copy(update={"limit": None})

@@ -19,9 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from mllmtune.runs import store
-from mllmtune.errors import UserError
 from mllmtune.config.recipe import Recipe, load_recipe
+from mllmtune.errors import UserError
+from mllmtune.runs import store
 
 
 class SuiteRun(BaseModel):

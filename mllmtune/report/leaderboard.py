@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mllmtune.runs import store
 from mllmtune.evaluation.summary import summarize
 from mllmtune.report.stats import Paired, Scores, pair, paired_bootstrap, read_scores
+from mllmtune.runs import store
 
 METRICS = ["E", "F", "O", "loss_forgetting", "A_I", "A_O", "A"]
 GROUP = ["model", "strategy", "stage", "recipe", "recipe_hash"]

@@ -13,9 +13,9 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from mllmtune.runs import store
 from mllmtune.errors import UserError
 from mllmtune.report.leaderboard import Report, build_report
+from mllmtune.runs import store
 
 MAX_TERMINAL_ROWS = 40
 

@@ -12,11 +12,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from mllmtune.runs import store
+from mllmtune.config.recipe import Recipe
 from mllmtune.errors import RunFailed, UserError
 from mllmtune.evaluation.benchmarks import BENCHMARKS
 from mllmtune.evaluation.summary import summarize
-from mllmtune.config.recipe import Recipe
+from mllmtune.runs import store
 
 
 def make_progress(console: Console) -> Progress:

@@ -71,9 +71,9 @@ def run_perf(
     """Measure every figure (or the sections in `only`), write `results/perf.csv`, print the table; returns rows.
 
     `memory_dtype` is what the memory section loads its model in (the other sections keep float32)."""
-    from mllmtune.world.perf import common, growth, memory, overhead
     from mllmtune.runs.train import make_progress
     from mllmtune.world.build import current_size
+    from mllmtune.world.perf import common, growth, memory, overhead
 
     log = console.print if console else print
     sizes = PerfSizes.quick() if quick else PerfSizes()

@@ -111,10 +111,10 @@ def measure(
     import transformers  # noqa: F401
 
     from mllmtune import strategies
-    from mllmtune.models.bundle import load_bundle
-    from mllmtune.world.perf.common import rendered_rows
     from mllmtune.config.recipe import SFTStage
+    from mllmtune.models.bundle import load_bundle
     from mllmtune.stages.sft import run_sft
+    from mllmtune.world.perf.common import rendered_rows
 
     rows = rendered_rows("train", steps * batch_size)
     gc.collect()

@@ -56,8 +56,8 @@ def suite_sft(setup: Setup, strategy: str, sizes: SFTSizes, seed: int, progress,
     from transformers import set_seed
 
     from mllmtune import strategies
-    from mllmtune.models.bundle import load_bundle
     from mllmtune.config.recipe import SFTStage
+    from mllmtune.models.bundle import load_bundle
     from mllmtune.stages.sft import run_sft
 
     set_seed(seed)
@@ -282,8 +282,8 @@ def cold_started(setup: Setup, sizes: GRPOSizes, folder: Path, seed: int, progre
 
     from transformers import set_seed
 
-    from mllmtune.models.bundle import load_bundle
     from mllmtune.config.recipe import SFTStage
+    from mllmtune.models.bundle import load_bundle
     from mllmtune.stages.grpo import cold_start_examples
     from mllmtune.stages.sft import run_sft
 
