@@ -382,8 +382,8 @@ def make_webemo(root) -> dict:
     ``train/<label id>/<last part of the URL>`` and ``test/<label id>/<...>``; one train image is missing (a dead
     URL). Made up: every URL but the README's example. The lists end without a final newline.
 
-    The set is not readable before conversion (`mllmtune.data.convert.webemo_to_jsonl`). ``path`` is None: a recipe names
-    each converted file, ``jsonl[split]`` (``WebEmo/train.jsonl``, ``WebEmo/test.jsonl``), as its `path`, because
+    The set is not readable before conversion (`mllmtune.data.convert.webemo_to_jsonl`). ``path`` is None: a recipe
+    names each converted file, ``jsonl[split]`` (``WebEmo/train.jsonl``, ``WebEmo/test.jsonl``), as its `path`, because
     ``WebEmo/train/`` and ``WebEmo/test/`` are the download folders and would be taken for split sub-folders.
     Extra keys: ``lists`` ({split: list file}), ``image_dirs`` ({split: download folder}), ``category_file``,
     ``lines`` ({split: [(url, label id)]}), ``missing`` ({split: [url]}); ``splits`` maps each downloaded image

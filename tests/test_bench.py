@@ -1,6 +1,7 @@
 """`mllmtune bench`: validation before anything runs, skipping done cells, failures recorded while the suite goes on.
 
-Fast tests replace `mllmtune.runs.train.train` with a stand-in, so no model trains; one slow test runs a real micro suite.
+Fast tests replace `mllmtune.runs.train.train` with a stand-in, so no model trains; one slow test runs a real
+micro suite.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Converters (mllmtune/data/convert.py) on the distribution replicas of tests/layouts.py; expected rows written by hand."""
+"""Converters (mllmtune/data/convert.py) on the distribution replicas of tests/layouts.py; expected rows written
+by hand."""
 
 from __future__ import annotations
 

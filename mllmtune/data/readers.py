@@ -2,7 +2,8 @@
 
 Each row is the file's own columns plus `_where` (file and row, for messages), `_base` (where relative image paths
 start) and `_relpath` (the image path a split list names). Which rows are the split is decided by
-`mllmtune.data.splits`; turning rows into examples is `mllmtune.data.sources`. Every parse failure is one line naming the file.
+`mllmtune.data.splits`; turning rows into examples is `mllmtune.data.sources`. Every parse failure is one line
+naming the file.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """`mllmtune report`: leaderboard CSVs, a GitHub-readable report.md, PNG plots and a terminal table.
 
-The tables come from :mod:`mllmtune.report.leaderboard` (built once, so every output agrees); this module only writes them.
+The tables come from :mod:`mllmtune.report.leaderboard` (built once, so every output agrees); this module only
+writes them.
 """
 
 from __future__ import annotations
