@@ -19,8 +19,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Tune multimodal LLMs and measure specialization gain against forgetting.",
 )
-world_app = typer.Typer(no_args_is_help=True, help="The embedded offline world: data, tokenizer and tiny base model.")
-app.add_typer(world_app, name="world")
 console = Console(soft_wrap=True)  # long lines (run ids, commands) stay copyable
 err_console = Console(stderr=True)
 
@@ -94,7 +92,8 @@ def train(
 @command(app, "eval")
 def eval_(
     model: Annotated[
-        str | None, typer.Option("--model", "-m", help="'world', a local model folder or a hub id (default: world)")
+        str | None,
+        typer.Option("--model", "-m", help="a local model folder, a hub id or a plug-in's id ('world', the default)"),
     ] = None,
     benchmarks: Annotated[list[str], typer.Option("--benchmarks", "-b", help="benchmark names (default: all)")] = None,
     recipe: Annotated[
@@ -117,21 +116,23 @@ def eval_(
 ) -> None:
     """Score a saved model as it is (a zero-shot row in the table)."""
     from mllmtune.evaluation.benchmarks import BENCHMARKS
-    from mllmtune.evaluation.declared import BUILTIN
     from mllmtune.runs import store
 
     spec = None
     if recipe is not None:
         from mllmtune.config.recipe import load_recipe
 
-        spec = load_recipe(recipe)  # registers the benchmarks its eval.datasets declares
+        spec = load_recipe(recipe)
+        from mllmtune.evaluation.declared import register_all
+
+        register_all(spec.eval)
         limit = limit if limit is not None else spec.eval.limit
         batch_size = batch_size or spec.eval.batch_size
         template = template or spec.eval.template
     names = list(benchmarks or []) or (
         spec.eval.target + spec.eval.retention + spec.eval.also
         if spec
-        else sorted(BUILTIN, key=list(BENCHMARKS).index)
+        else list(BENCHMARKS)  # before a recipe declares any: the plug-ins' benchmarks
     )
     from mllmtune.evaluation import lmms_tasks
 
@@ -152,7 +153,13 @@ def eval_(
     from mllmtune.models.bundle import load_bundle, load_model
     from mllmtune.runs.train import evaluate_model, make_progress
 
-    bundle = load_model(spec.model) if model is None and spec is not None else load_bundle(model or "world")
+    if model is None and spec is None:
+        from mllmtune.config.defaults import apply
+
+        model = (apply({}).get("model") or {}).get("id")
+        if model is None:
+            raise UserError("eval: give --model (a model folder or hub id) or --recipe")
+    bundle = load_model(spec.model) if model is None else load_bundle(model)
     model = model or bundle.model_id
     with make_progress(console) as progress:
         record = evaluate_model(bundle, names, limit, batch_size or 64, results, progress, template=template)
@@ -216,32 +223,6 @@ def report(
     run_report(results, out, console, err_console)
 
 
-@command()
-def perf(
-    repeats: Annotated[int, typer.Option(min=1, help="runs per figure; each figure is their median")] = 3,
-    quick: Annotated[bool, typer.Option("--quick", help="seconds-sized smoke run on the micro world")] = False,
-    only: Annotated[
-        list[str] | None, typer.Option(help="only these sections: sft, grpo, memory, startup, growth")
-    ] = None,
-    memory_dtype: Annotated[
-        str, typer.Option(help="dtype the memory section loads its model in: float32, bfloat16 or float16")
-    ] = "float32",
-    results: ResultsOpt = Path("results"),
-) -> None:
-    """Measure the suite against plain baselines (step time, memory, start-up, growth) into RESULTS/perf.csv."""
-    known = {"sft", "grpo", "memory", "startup", "growth"}
-    if only and set(only) - known:
-        raise UserError(f"--only: unknown section {sorted(set(only) - known)[0]!r}; known: {', '.join(sorted(known))}")
-    if memory_dtype not in ("float32", "bfloat16", "float16"):
-        raise UserError(f"--memory-dtype: unknown dtype {memory_dtype!r}; known: float32, bfloat16, float16")
-    from mllmtune.runs import store
-    from mllmtune.world.perf import run_perf
-
-    store.check_writable(results)
-    _setup()
-    run_perf(results, repeats=repeats, quick=quick, console=console, only=only, memory_dtype=memory_dtype)
-
-
 @command(app, "ls")
 def ls(
     what: Annotated[str, typer.Argument(help="strategies | recipes | benchmarks")] = "strategies",
@@ -301,44 +282,11 @@ def export(
     console.print(f"exported {run_id} to {path}")
 
 
-@command(world_app, "build")
-def world_build(
-    size: Annotated[
-        str | None, typer.Option(help="default | micro (default: $MLLMTUNE_WORLD_SIZE, else default)")
-    ] = None,
-    force: Annotated[bool, typer.Option(help="rebuild even if cached")] = False,
-) -> None:
-    """Build (or rebuild) the embedded world; also happens automatically on first use."""
-    import shutil
+# The composition root: installed plug-ins (the embedded world is one) add their commands here.
+from mllmtune import plugins  # noqa: E402
 
-    from mllmtune.runs.train import make_progress
-    from mllmtune.world.build import WORLD_SIZES, build_world, ensure_world, world_root
-
-    if size is not None and size not in WORLD_SIZES:
-        raise UserError(f"--size: unknown world size {size!r}; known: {', '.join(WORLD_SIZES)}")
-    _setup()
-    with make_progress(console) as progress:
-        if force:
-            shutil.rmtree(world_root(size), ignore_errors=True)
-            world = build_world(size, log=console.print, progress=progress)
-        else:
-            world = ensure_world(size, log=console.print, progress=progress)
-    console.print(f"world ready: {world.root}")
-
-
-@command(world_app, "info")
-def world_info(size: Annotated[str | None, typer.Option(help="default | micro")] = None) -> None:
-    """Where the world is cached and how it was built."""
-    from mllmtune.world.build import world_root
-
-    root = world_root(size)
-    path = root / "build.json"
-    if not path.is_file():
-        console.print(f"not built yet: {root} (run `mllmtune world build`)")
-        return
-    info = json.loads(path.read_text())
-    info.pop("spec", None)
-    console.print_json(data={"root": str(root), **info})
+for _attach in plugins.commands():
+    _attach(app, command, console)
 
 
 def main() -> None:

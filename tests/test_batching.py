@@ -44,9 +44,9 @@ def test_batches_are_drawn_in_a_bucket_mix_tasks_of_similar_length_and_repeat_fo
 
 
 def test_sft_trains_with_length_buckets(micro_world, tmp_path, monkeypatch):
-    from mllmtune.config.recipe import SFTStage
     from mllmtune.models.bundle import load_bundle
     from mllmtune.stages import sft
+    from mllmtune.stages.sft import SFTStage
     from mllmtune.world.build import pretrain_examples
 
     drawn = []

@@ -8,10 +8,11 @@ import json
 import pytest
 import torch
 
-from mllmtune.config.recipe import GRPOStage, load_recipe, validate
+from mllmtune.config.recipe import load_recipe, validate
 from mllmtune.emo_r3 import rewards
 from mllmtune.emo_r3 import template as tpl
 from mllmtune.errors import UserError
+from mllmtune.stages.grpo import GRPOStage
 from tests.test_strategies import CASES
 
 STRUCTURED = (
@@ -108,7 +109,7 @@ def test_eval_template_follows_the_stage():
 
 
 def test_reasoning_metrics_check_steps_against_the_truth():
-    from mllmtune.evaluation.reasoning import reasoning_metrics
+    from mllmtune.world.reasoning import reasoning_metrics
 
     cues = json.dumps({"face": None, "light": "night", "objects": ["spikes", "fire"]})
     ex = {"valence": -0.8, "arousal": 0.85, "cues": cues, "answer": "fear", "labels": ["fear", "joy"]}
@@ -123,7 +124,7 @@ def test_reasoning_metrics_check_steps_against_the_truth():
 
 
 def test_policy_asker_one_generation_per_reward_and_restores_training(bundle, monkeypatch):
-    import mllmtune.evaluation.runner as runner
+    import mllmtune.evaluation.generate as runner
     from mllmtune.world.build import load_world_split
 
     calls = []
@@ -174,7 +175,7 @@ def test_cold_start_answers_come_from_the_cues(micro_world):
     rows = rollout_rows(examples, recipe.stage)
     assert rows[0]["prompt"][0]["content"].endswith(tpl.STRUCTURED_INSTRUCTION)
     assert rows[0]["label"] == examples[0]["answer"] and rows[0]["template"] == "emo-r3"
-    with pytest.raises(UserError, match="ground-truth cues"):
+    with pytest.raises(UserError, match="carry a written answer"):
         cold_start_examples([{"answer": "fear", "labels": ["fear"], "prompt": "?"}], recipe.stage)
 
 

@@ -35,7 +35,7 @@ def _logits(model, inputs) -> torch.Tensor:
 
 
 def test_the_judge_is_the_live_updated_policy(micro_world, tmp_path, monkeypatch):
-    import mllmtune.evaluation.runner as runner
+    import mllmtune.evaluation.generate as runner
     from mllmtune.models.bundle import load_bundle
     from mllmtune.runs.train import train_examples
     from mllmtune.stages import grpo

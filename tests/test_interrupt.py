@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mllmtune.cli import app
-from mllmtune.config.recipe import SFTStage
+from mllmtune.stages.sft import SFTStage
 
 ROOT = Path(__file__).parents[1]
 

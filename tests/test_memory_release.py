@@ -59,8 +59,7 @@ def test_the_sft_stage_releases_while_training_then_keeps(bundle, tmp_path, monk
     """The shared loop applies `release_freed_memory` (patched here: the real one is process-wide) for training only;
     unset, it follows `releases_by_default`."""
     from mllmtune import runtime
-    from mllmtune.config.recipe import SFTStage
-    from mllmtune.stages.sft import run_sft
+    from mllmtune.stages.sft import SFTStage, run_sft
     from mllmtune.world.build import pretrain_examples
 
     calls = []

@@ -139,7 +139,7 @@ def test_perf_rejects_an_unknown_memory_dtype(tmp_path):
 def test_the_perf_table_doctests_hold():
     import doctest
 
-    from mllmtune.world.perf import table
+    from mllmtune.report import perf as table
 
     result = doctest.testmod(table)
     assert result.attempted >= 2 and result.failed == 0
@@ -151,7 +151,7 @@ def test_the_perf_table_doctests_hold():
      (20, (6, 15), 0.9586105346679688)],
 )  # fmt: skip
 def test_the_median_interval_takes_the_narrowest_order_statistics_that_hold_95_percent(n, ranks, coverage):
-    from mllmtune.world.perf.table import median_interval
+    from mllmtune.report.perf import median_interval
 
     values = [10.0 * i for i in range(n, 0, -1)]  # descending: the function must sort
     low, high, level = median_interval(values)
@@ -163,7 +163,7 @@ def test_the_median_interval_holds_its_level_on_draws():
     """Over many samples of 9 from a skewed distribution, the interval holds the true median about 96% of the time."""
     import numpy as np
 
-    from mllmtune.world.perf.table import median_interval
+    from mllmtune.report.perf import median_interval
 
     rng = np.random.default_rng(0)
     true_median = np.log(2)  # exponential(1)
@@ -172,7 +172,7 @@ def test_the_median_interval_holds_its_level_on_draws():
 
 
 def test_met_says_unclear_when_the_interval_straddles_the_target():
-    from mllmtune.world.perf.table import Row
+    from mllmtune.report.perf import Row
 
     below, around, above = [0.9, 0.95, 1.0], [0.95, 1.0, 1.1], [1.06, 1.2, 1.3]
     assert [Row("sft", "x", "x", v, 1.05).cells()["met"] for v in (below, around, above)] == ["yes", "unclear", "no"]
@@ -183,7 +183,7 @@ def test_met_says_unclear_when_the_interval_straddles_the_target():
 
 
 def test_the_report_reads_a_perf_csv_written_before_the_intervals(tmp_path):
-    from mllmtune.world.perf.table import report_markdown
+    from mllmtune.report.perf import report_markdown
 
     (tmp_path / "perf.csv").write_text(
         "section,figure,unit,median,min,max,repeats,target,met,note\n"

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from mllmtune.config.recipe import SFTStage
 from mllmtune.data.chat import ChatCollator
+from mllmtune.stages.sft import SFTStage
 
 
 def test_collator_masks_everything_but_the_answer(bundle):

@@ -1,6 +1,7 @@
 import pytest
 
-from mllmtune.config.recipe import apply_overrides, load_recipe
+from mllmtune.config.io import apply_overrides
+from mllmtune.config.recipe import load_recipe
 from mllmtune.errors import UserError
 
 GOOD = """# mllmtune train --recipe {path}
@@ -85,8 +86,9 @@ def test_mixed_precision_reaches_the_training_arguments(tmp_path):
     """SFT trains in float32 unless asked; GRPO keeps TRL's bf16 default; a typo names the key."""
     from trl import GRPOConfig
 
-    from mllmtune.config.recipe import GRPOStage, SFTStage
+    from mllmtune.stages.grpo import GRPOStage
     from mllmtune.stages.loop import training_args
+    from mllmtune.stages.sft import SFTStage
 
     plain = training_args(SFTStage(), tmp_path, 0, None)
     assert not plain.bf16 and not plain.fp16

@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import pytest
 
-from mllmtune.config.recipe import GRPOStage
 from mllmtune.emo_r3 import rewards
 from mllmtune.errors import UserError
+from mllmtune.stages.grpo import GRPOStage
 
 MIKELS = ["amusement", "anger", "awe", "contentment", "disgust", "excitement", "fear", "sadness"]
 S1 = "<step1> a face with a frown. night light. spikes. </step1>"

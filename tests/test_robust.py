@@ -61,7 +61,7 @@ def test_weights_that_go_non_finite_fail_the_run_at_that_step(micro_world, tmp_p
 def test_the_scheduler_list_is_transformers_own():
     from transformers.trainer_utils import SchedulerType
 
-    from mllmtune.config.recipe import SCHEDULERS
+    from mllmtune.stages.loop import SCHEDULERS
 
     assert set(SCHEDULERS) == {s.value for s in SchedulerType}
 

@@ -95,10 +95,9 @@ def base_name(name: str) -> str:
 @pytest.fixture(scope="module", params=CASES, ids=[c.id for c in CASES])
 def trained(request, micro_world, tmp_path_factory):
     """A strategy applied to a fresh micro model, trained 3 steps through the SFT stage, and saved."""
-    from mllmtune.config.recipe import SFTStage
     from mllmtune.data.chat import ChatCollator
     from mllmtune.models.bundle import load_bundle
-    from mllmtune.stages.sft import run_sft
+    from mllmtune.stages.sft import SFTStage, run_sft
     from mllmtune.strategies.saving import save_tuned
 
     case = request.param
@@ -208,7 +207,7 @@ def test_pissa_saves_a_plain_lora_for_the_untouched_base(trained):
 
 
 def test_lora_plus_gives_b_its_own_learning_rate(bundle):
-    from mllmtune.config.recipe import SFTStage
+    from mllmtune.stages.sft import SFTStage
 
     s = strategies.get("lora-plus")
     options = s.options.model_validate({"name": "lora-plus", "r": 2, "lr_ratio": 8})

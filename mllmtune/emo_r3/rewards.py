@@ -143,7 +143,7 @@ def policy_asker(
     there). Text-only and image queries go in separate calls because one processor batch cannot mix them; each
     reflective reward sends only one kind, so it is one generation call per reward and step.
     """
-    from mllmtune.evaluation.runner import generate
+    from mllmtune.evaluation.generate import generate
 
     def ask(queries: list[dict]) -> list[str]:
         replies: list[str] = [""] * len(queries)

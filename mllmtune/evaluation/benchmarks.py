@@ -1,15 +1,17 @@
-"""Benchmarks: declared data with a version that is bumped on any change of meaning.
+"""Benchmarks: scored data sets, named once, with a version that is bumped on any change of meaning.
 
 A benchmark yields examples (`prompt`, `answer`, `image`, metadata) and scores the model's generated text for
 them. Scores are computed from model outputs only; labels are used to check them, never to produce them.
+
+`BENCHMARKS` maps each name to its benchmark. Three kinds fill it: plug-ins register theirs when loaded (the
+embedded world's five, `mllmtune/world/benchmarks.py`); a run registers the data sets its recipe declares
+(`declared.py`, one YAML file per set or inline) and the lmms-eval tasks it names (`lmms_tasks.py`) when it starts.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
-
-from mllmtune.data.chat import emotion_prompt
 
 
 @dataclass(frozen=True)
@@ -22,7 +24,6 @@ class Benchmark:
     domain: str | None = None
     max_new_tokens: int = 8
     higher_is_better: tuple[tuple[str, bool], ...] = (("accuracy", True), ("macro_f1", True), ("answer_nll", False))
-    subsets: tuple[str, ...] = ()  # general benchmarks: the parts of the world's general test split they hold
 
     @property
     def key(self) -> str:
@@ -33,8 +34,8 @@ class Benchmark:
         `name/template-rN@version` (N: the template's revision), so it pairs only with a baseline asked and read the
         same way.
 
-        >>> BENCHMARKS["emoscenes-photo"].key_for("emo-r3")
-        'emoscenes-photo/emo-r3-r2@1'
+        >>> Benchmark("emoset", 1, "target", "emotion", "EmoSet test").key_for("emo-r3")
+        'emoset/emo-r3-r2@1'
         """
         from mllmtune.emo_r3.template import REVISION
 
@@ -48,24 +49,9 @@ class Benchmark:
         return MAX_NEW_TOKENS[template] if self.kind == "emotion" and template != "plain" else self.max_new_tokens
 
     def examples(self, limit: int | None = None, template: str = "plain") -> list[dict]:
-        """The benchmark's items with stable ids (`world-split/index`); `limit` is a seeded sample stratified by
-        label (emotions) or task."""
-        from mllmtune.emo_r3.template import apply
-        from mllmtune.evaluation.sampling import stratified_sample
-        from mllmtune.world.build import load_world_split
-
-        if self.kind == "emotion":
-            split = f"emoscenes-{self.domain}"
-            rows = [
-                dict(r, prompt=apply(template, emotion_prompt(r["labels"])), answer=r["label"], template=template)
-                for r in load_world_split(split, "test")
-            ]
-            for i, r in enumerate(rows):
-                r["id"] = f"{split}/test/{i}"
-            return stratified_sample(rows, limit, [r["id"] for r in rows], stratum=lambda r: r["answer"])
-        rows = [dict(r, prompt=r["question"], id=f"general/test/{i}") for i, r in enumerate(world_general_rows())]
-        rows = [r for r in rows if r["subset"] in self.subsets]
-        return stratified_sample(rows, limit, [r["id"] for r in rows], stratum=lambda r: r["subset"])
+        """The items to score (`prompt`, `answer`, `image`, `id`, and `labels` for emotion sets, `subset` where a set
+        reports parts); `limit`: a seeded sample. Each kind of benchmark reads its own data."""
+        raise NotImplementedError(f"{type(self).__name__} does not say how to read its items")
 
     def score_one(self, example: dict, output: str) -> tuple[str | None, bool]:
         """(parsed prediction, correct) for one generated output."""
@@ -97,77 +83,25 @@ class Benchmark:
                 [ex["answer"] for ex in examples], y_pred, labels=labels, average="macro", zero_division=0
             )
         else:
-            for part in sorted({ex["subset"] for ex in examples}):
+            for part in sorted({ex["subset"] for ex in examples if "subset" in ex}):
                 hits = [c for ex, c in zip(examples, correct, strict=True) if ex["subset"] == part]
                 out[f"accuracy/{part}"] = 100.0 * sum(hits) / len(hits)
         out["parsed"] = 100.0 * sum(p is not None for p in preds) / max(1, len(preds))
         template = examples[0].get("template", "plain") if examples else "plain"
         if self.kind == "emotion" and template != "plain" and outputs is not None:
-            from mllmtune.evaluation.reasoning import reasoning_metrics
+            from mllmtune.evaluation.reasoning import answer_metrics
 
-            out |= reasoning_metrics(examples, outputs, template)
+            out |= answer_metrics(examples, outputs, template)
         return out
 
 
-def world_general_rows() -> list[dict]:
-    """The world's general test split, each row tagged with its `subset`: its task, with caption matching split
-    into `caption-shape` (shape images) and `caption-scene` (EmoScenes, the target domain)."""
-    from mllmtune.world.build import load_world_split
-    from mllmtune.world.general import caption_subset
-
-    rows, captions = load_world_split("general", "test"), 0
-    for r in rows:
-        r["subset"] = r["task"]
-        if r["task"] == "caption":
-            r["subset"] = f"caption-{caption_subset(captions)}"
-            captions += 1
-    return rows
+BENCHMARKS: dict[str, Benchmark] = {}
 
 
-BENCHMARKS: dict[str, Benchmark] = {
-    b.name: b
-    for b in [
-        Benchmark(
-            "emoscenes-photo",
-            1,
-            "target",
-            "emotion",
-            "EmoScenes photo domain, 8 Mikels emotions (in-domain)",
-            domain="photo",
-        ),
-        Benchmark(
-            "emoscenes-art",
-            1,
-            "target",
-            "emotion",
-            "EmoScenes art renderer, 6 Emotion6 labels (OOD)",
-            domain="art",
-        ),
-        Benchmark(
-            "emoscenes-web",
-            1,
-            "target",
-            "emotion",
-            "EmoScenes noisy web images, 4 coarse labels (OOD)",
-            domain="web",
-        ),
-        Benchmark(
-            "world-general",
-            2,
-            "retention",
-            "general",
-            "shape VQA, caption matching on shape images, digits (no target-domain items)",
-            max_new_tokens=10,
-            subsets=("vqa", "caption-shape", "digits"),
-        ),
-        Benchmark(
-            "world-emotion-knowledge",
-            1,
-            "retention",
-            "general",
-            "emotion knowledge in text and caption matching on EmoScenes: the target domain, reported beside F",
-            max_new_tokens=10,
-            subsets=("emotion_text", "caption-scene"),
-        ),
-    ]
-}
+def register(bench: Benchmark) -> Benchmark:
+    """Add a plug-in's benchmark under its name; one name is one meaning, so a second, different one is refused."""
+    known = BENCHMARKS.get(bench.name)
+    if known is not None and known != bench:
+        raise ValueError(f"benchmark {bench.name!r} is registered twice with different meanings")
+    BENCHMARKS[bench.name] = bench
+    return bench

@@ -1,13 +1,18 @@
-"""Dataset-backed benchmarks: declared in a recipe's `eval.datasets`, then named in `target`/`retention`.
+"""Dataset-backed benchmarks: one YAML file per data set, named in a recipe's `eval.target` / `retention` / `also`.
 
-A declaration is data (a source, a metric, a version), like the world's benchmarks. Validating a recipe registers
-its declarations in `BENCHMARKS`, so evaluation, baselines and reports treat them exactly like the world's. A name
-declared twice with different meanings is an error: scores under one `name@version` must mean one thing.
+A declaration is data (a source, a metric, a version). It lives in `configs/datasets/NAME.yaml` (or a folder named
+by `$MLLMTUNE_DATASETS`), written once and named by every recipe that scores the set; a recipe may also declare a
+set inline under `eval.datasets`. Validating a recipe copies each named file's declaration into the recipe, so the
+run record holds what was scored. A run registers its declarations in `BENCHMARKS` when it starts (`register_all`),
+so evaluation, baselines and reports treat them like a plug-in's. A name declared twice with different meanings is
+an error: scores under one `name@version` must mean one thing.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -16,7 +21,7 @@ from mllmtune.data.sources import FileData
 from mllmtune.errors import UserError
 from mllmtune.evaluation.benchmarks import BENCHMARKS, Benchmark
 
-BUILTIN = frozenset(BENCHMARKS)  # the world's benchmarks, named without a declaration
+DATASETS_DIR = Path("configs") / "datasets"  # relative to the working folder, like a recipe's data paths
 PLAIN_TOKENS = 16
 REASONING_TOKENS = 1024
 VQA_ANSWERS = 10  # annotators per question in VQA v2, OK-VQA, TextVQA, VizWiz: what the official metric averages
@@ -140,8 +145,8 @@ def register(name: str, spec: DatasetBenchmarkSpec, role: Literal["target", "ret
     Its role only decides whether the answer NLL is also measured, so a set that is one recipe's target and
     another's retention is registered as retention.
     """
-    if name in BUILTIN:
-        raise ValueError(f"{name!r} is a built-in benchmark; declare the data set under another name")
+    if name in BENCHMARKS and not isinstance(BENCHMARKS[name], DatasetBenchmark):
+        raise ValueError(f"{name!r} is a plug-in's benchmark; declare the data set under another name")
     metric = spec.metric or ("label" if spec.data.task == "emotion" else "exact_match")
     bench = DatasetBenchmark(
         name=name,
@@ -163,3 +168,39 @@ def register(name: str, spec: DatasetBenchmarkSpec, role: Literal["target", "ret
         return known
     BENCHMARKS[name] = bench
     return bench
+
+
+def dataset_dirs() -> list[Path]:
+    """Where declaration files are looked for: `$MLLMTUNE_DATASETS` (folders, `os.pathsep`-separated), then
+    `configs/datasets`."""
+    extra = [Path(d) for d in os.environ.get("MLLMTUNE_DATASETS", "").split(os.pathsep) if d]
+    return [*extra, DATASETS_DIR]
+
+
+def find_declaration(name: str) -> Path | None:
+    """The file declaring data set `name` (`NAME.yaml`), or None."""
+    return next((d / f"{name}.yaml" for d in dataset_dirs() if (d / f"{name}.yaml").is_file()), None)
+
+
+def read_declaration(path: Path) -> DatasetBenchmarkSpec:
+    """A declaration file, validated on its own: a problem is one line naming the file and the key."""
+    from pydantic import ValidationError
+
+    from mllmtune.config.io import read_yaml
+
+    data = read_yaml(path)
+    try:
+        return DatasetBenchmarkSpec.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(x) for x in err["loc"]) or "(top level)"
+        raise UserError(f"{path}: {key}: {err['msg'].removeprefix('Value error, ')}") from None
+
+
+def register_all(ev) -> None:
+    """Register a recipe's declared sets (its `eval` section) under their names, before a run scores them."""
+    for name, spec in ev.datasets.items():
+        try:
+            register(name, spec, "target" if name in ev.target else "retention")
+        except ValueError as exc:
+            raise UserError(f"eval.datasets.{name}: {exc}") from None

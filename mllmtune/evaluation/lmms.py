@@ -94,7 +94,7 @@ def _adapter():
             return {"prompt": ctx, "image": visuals[0] if visuals else None}
 
         def generate_until(self, requests) -> list[str]:
-            from mllmtune.evaluation.runner import generate
+            from mllmtune.evaluation.generate import generate
 
             out, groups = [""] * len(requests), {}  # a group: one stop list and token budget (a task's gen kwargs)
             for i, req in enumerate(requests):

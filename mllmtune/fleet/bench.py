@@ -108,7 +108,7 @@ def load_suite(
     path = Path(path)
     if not path.is_file():
         raise UserError(f"suite file not found: {path}")
-    from mllmtune.config.recipe import read_yaml
+    from mllmtune.config.io import read_yaml
 
     data = read_yaml(path) or {}
     try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,13 +92,23 @@ def offline_hint(model_id: str) -> str:
     )
 
 
-def resolve_model_path(model_id: str) -> tuple[str, str | None]:
-    """Map a recipe's `model.id` to a loadable path; 'world' is the embedded base (built on first use)."""
-    if model_id == "world" or model_id.startswith("world:"):
-        from mllmtune.world.build import ensure_world
+# Model ids a plug-in resolves itself (`name` or `name:variant`), e.g. the embedded world's "world" and
+# "world:micro": name -> resolve(variant or None) -> (local folder, revision). Filled by `mllmtune.plugins`.
+MODEL_IDS: dict[str, Callable[[str | None], tuple[str, str | None]]] = {}
 
-        world = ensure_world(model_id.split(":", 1)[1] if ":" in model_id else None)
-        return str(world.model_dir), world.version
+
+def register_model_id(name: str, resolve: Callable[[str | None], tuple[str, str | None]]) -> None:
+    MODEL_IDS[name] = resolve
+
+
+def resolve_model_path(model_id: str) -> tuple[str, str | None]:
+    """Map a recipe's `model.id` to a loadable path: a plug-in's id (built on first use), a folder or a hub id."""
+    from mllmtune import plugins
+
+    plugins.load()
+    name, _, variant = model_id.partition(":")
+    if name in MODEL_IDS:
+        return MODEL_IDS[name](variant or None)
     path = Path(model_id).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
@@ -167,7 +178,7 @@ def quantization_config(kind: str, dtype):
 
 
 def load_bundle(
-    model_id: str = "world",
+    model_id: str,
     revision: str | None = None,
     dtype: str = "float32",
     attn_implementation: str | None = None,
@@ -178,7 +189,7 @@ def load_bundle(
     import torch
     from transformers import AutoConfig, AutoModelForImageTextToText
 
-    path, world_revision = resolve_model_path(model_id)
+    path, resolved_revision = resolve_model_path(model_id)
     try:
         config = AutoConfig.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
     except OSError as exc:
@@ -212,7 +223,7 @@ def load_bundle(
         family=family,
         model_id=model_id,
         path=path,
-        revision=revision or world_revision,
+        revision=revision or resolved_revision,
         groups=GROUPS[family],
         dtype=dtype,
         quantization=quantization,

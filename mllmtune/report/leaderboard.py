@@ -33,8 +33,6 @@ LEADERBOARD_COLUMNS = (
     + [f"{m}_std" for m in METRICS]
     + ["seeds"]
 )
-DEFAULT_TARGET = ["emoscenes-photo", "emoscenes-art", "emoscenes-web"]
-DEFAULT_RETENTION = ["world-general"]
 
 
 @dataclass
@@ -71,7 +69,11 @@ def _template(rec: dict) -> str:
 
 def _roles(rec: dict) -> tuple[list[str], list[str]]:
     ev = (rec.get("recipe") or {}).get("eval") or {}
-    return list(ev.get("target") or DEFAULT_TARGET), list(ev.get("retention") or DEFAULT_RETENTION)
+    if not ev.get("target") or not ev.get("retention"):  # a record that left them out: the plug-ins' defaults
+        from mllmtune.config import defaults
+
+        ev = (defaults.apply({"eval": {}}).get("eval") or {}) | {k: v for k, v in ev.items() if v}
+    return list(ev.get("target") or []), list(ev.get("retention") or [])
 
 
 def _num(value: Any) -> float:

@@ -125,7 +125,7 @@ def markdown(report: Report, plots: list[Path]) -> str:
     parts += ["## Failed and cancelled runs (never averaged in)\n", _md_table(failed)]
     if report.warnings:
         parts += ["## Warnings\n", "".join(f"- {w}\n" for w in report.warnings)]
-    from mllmtune.world.perf.table import report_markdown
+    from mllmtune.report.perf import report_markdown
 
     perf = report_markdown(report.results)
     if perf:
@@ -200,7 +200,7 @@ def run_report(results: Path, out: Path | None, console: Console, err_console: C
         (err_console or console).print(f"warning: {warning}", markup=False, highlight=False)
     files = write_report(report, out or Path(results) / "report")
     print_report(report, console)
-    from mllmtune.world.perf.table import report_table
+    from mllmtune.report.perf import report_table
 
     report_table(results, console)
     console.print(f"wrote {len(files)} files to {files[0].parent}: {', '.join(p.name for p in files)}")

@@ -166,20 +166,16 @@ def evaluate_model(
 
 
 def train_examples(recipe: Recipe) -> list[dict]:
-    from mllmtune.data.chat import emotion_prompt
-    from mllmtune.world.build import load_world_split
+    """The training rows of the recipe's data source: a registered one (a plug-in's, e.g. the world's), or files and
+    hub data sets (`skipped` counts rows with unreadable images)."""
+    from mllmtune.data import registry
 
-    spec = recipe.data
-    if spec.source != "world":  # files or a hub data set; `skipped` counts rows with unreadable images
-        from mllmtune.data.sources import load_examples
+    source = registry.get(recipe.data.source)
+    if source is not None:
+        return source.load(recipe.data)
+    from mllmtune.data.sources import load_examples
 
-        return load_examples(spec, "data")
-    rows = load_world_split(f"emoscenes-{spec.domain}", spec.split, spec.limit)
-    if not rows:
-        raise UserError(f"data: world split emoscenes-{spec.domain}/{spec.split} is empty")
-    # Metadata (`labels`, and the world's `description` and `latent` cues) rides along: GRPO rebuilds prompts with
-    # its template from `labels`, and the cold start writes structured answers from the cues.
-    return [dict(r, prompt=emotion_prompt(r["labels"]), answer=r["label"]) for r in rows]
+    return load_examples(recipe.data, "data")
 
 
 def _append_record(
@@ -251,7 +247,7 @@ def check_disjoint(examples: list[dict], names: list[str]) -> None:
 
 def _where(examples) -> str:
     first = examples[0].get("source_row", "") if examples else ""
-    return str(first).rsplit(" row ", 1)[0] or "world"
+    return str(first).rsplit(" row ", 1)[0] or "the recipe's data"
 
 
 def train(recipe: Recipe, results: Path, console: Console, resume: dict | None = None) -> store.RunRecord | None:
@@ -267,7 +263,7 @@ def train(recipe: Recipe, results: Path, console: Console, resume: dict | None =
     from mllmtune.evaluation import lmms_tasks
     from mllmtune.evaluation.runner import evaluate, prepare
     from mllmtune.models.bundle import load_model
-    from mllmtune.stages import runner
+    from mllmtune.stages import registry as stages
     from mllmtune.stages.loop import Cancelled
     from mllmtune.strategies.saving import save_tuned
     from mllmtune.strategies.targets import count_parameters
@@ -282,9 +278,10 @@ def train(recipe: Recipe, results: Path, console: Console, resume: dict | None =
     t0 = time.time()
     set_seed(recipe.seed)
     # Data first: a bad source or a test set that overlaps the training rows stops before the model is loaded.
-    from mllmtune.evaluation.declared import forget_loaded
+    from mllmtune.evaluation.declared import forget_loaded, register_all
 
     forget_loaded()
+    register_all(recipe.eval)  # the data sets the recipe declares, scored by name
     examples = train_examples(recipe)
     names = recipe.eval.target + recipe.eval.retention + recipe.eval.also
     lmms_tasks.register(names, recipe.eval.lmms, recipe.eval.retention)  # lmms-eval tasks: checked, then named
@@ -341,7 +338,7 @@ def train(recipe: Recipe, results: Path, console: Console, resume: dict | None =
                 f"strategy {strategy.name} ({strategy.family}): {trainable:,} of {total:,} parameters "
                 f"train ({100 * trainable / total:.2f}%)"
             )
-            summary = runner(recipe.stage.name)(
+            summary = stages.get(recipe.stage.name).runner()(
                 model,
                 bundle.processor,
                 examples,

@@ -4,7 +4,7 @@ Rollouts answer in the stage's template; the rewards and their weights come from
 preset such as `released`, EMO-R3's released scoring, or weights by name; see `mllmtune.rewards`). A weight of 0
 drops a term, and a dropped reflective term costs no generation. An optional cold start (the suite's own aid for the
 world, whose base seldom writes the template; EMO-R3's released script has none) first runs the SFT stage on
-structured answers written from the world's ground-truth cues.
+the structured answers the data source writes (`example["reasoning"]`; the world's come from each image's cues).
 """
 
 from __future__ import annotations
@@ -12,13 +12,95 @@ from __future__ import annotations
 import copy
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
 
 from mllmtune.data.chat import emotion_prompt
 from mllmtune.emo_r3 import rewards
 from mllmtune.emo_r3 import template as tpl
 from mllmtune.errors import UserError
 from mllmtune.stages import loop
-from mllmtune.stages.sft import run_sft
+from mllmtune.stages.loop import Precision, Settings, TrainLoop
+from mllmtune.stages.sft import SFTStage, run_sft
+
+
+class ReflectionSpec(Settings):
+    """How the policy answers the reflective questions (sampled, no gradient). The released code samples them as
+    its validation (`examples/config.yaml`, `worker.rollout.val_override_config`: temperature 0.6, top_p 0.95) up to
+    the rollout's response length."""
+
+    temperature: float = Field(0.6, gt=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+    max_new_tokens: int = Field(8, ge=1)
+
+
+class GRPOStage(TrainLoop):
+    """GRPO on TRL's `GRPOTrainer`; `batch_size` counts completions (prompts x num_generations) per device step."""
+
+    name: Literal["grpo"]
+    template: Literal["emo-r3", "think", "plain"] = Field("emo-r3", description="answer format asked and rewarded")
+    learning_rate: float = Field(2e-6, gt=0, allow_inf_nan=False)
+    mixed_precision: Precision = Field("bf16", description="TRL's default for GRPO")
+    num_generations: int = Field(4, ge=2, description="group size G")
+    temperature: float = Field(1.0, gt=0, description="rollout sampling temperature")
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_completion_length: int = Field(160, ge=1)
+    beta: float = Field(0.01, ge=0, description="KL coefficient")
+    epsilon: float = Field(0.2, gt=0, description="lower clip ratio")
+    epsilon_high: float = Field(0.3, gt=0, description="upper clip ratio")
+    loss_type: Literal["grpo", "dapo", "dr_grpo", "bnpo"] = Field(
+        "dapo",
+        description="TRL's loss aggregation; 'dapo' is the token-mean loss of EMO-R3's released code (EasyR1's "
+        "`loss_avg_mode: token`)",
+    )
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay; 0.01 as EMO-R3's released config")
+    updates_per_generation: int = Field(
+        1,
+        ge=1,
+        description="optimizer updates per batch of rollouts (the released config: 512 prompts per rollout, 256 per "
+        "update, so 2); above 1 the later updates are off-policy and the clip acts",
+    )
+    num_iterations: int = Field(1, ge=1, description="passes over each batch of rollouts (TRL's μ; released: 1)")
+    rewards: dict[str, float] = Field(
+        default_factory=lambda: _resolve_rewards(None),
+        description="a preset (released, paper, accuracy-format) or weights by reward name; see mllmtune/rewards",
+    )
+    reflection: ReflectionSpec = Field(default_factory=ReflectionSpec)
+    labels: list[str] | None = Field(None, description="candidate labels; default: each example's own label set")
+    cold_start: SFTStage | None = Field(None, description="a short SFT on structured answers first (world cues)")
+    use_vllm: bool = Field(False, description="generate rollouts with vLLM (TRL's option; GPU only)")
+    vllm_mode: Literal["colocate", "server"] = "colocate"
+
+    @field_validator("rewards", mode="before")
+    @classmethod
+    def _rewards(cls, value: Any) -> dict[str, float]:
+        return _resolve_rewards(value)
+
+    @field_validator("labels")
+    @classmethod
+    def _label_set(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None:
+            from mllmtune.emo_r3.template import check_label_set
+
+            check_label_set(value)
+        return value
+
+    @model_validator(mode="after")
+    def _groups(self) -> GRPOStage:
+        rollout = self.batch_size * self.grad_accum * self.updates_per_generation
+        if rollout % self.num_generations:
+            raise ValueError(
+                f"the completions of one rollout per device, batch_size x grad_accum x updates_per_generation = "
+                f"{rollout}, must be a multiple of num_generations {self.num_generations} (whole groups)"
+            )
+        return self
+
+
+def _resolve_rewards(value: Any) -> dict[str, float]:
+    from mllmtune.rewards import resolve
+
+    return resolve(value)
 
 
 def _labels(example: dict, stage) -> list[str]:
@@ -81,19 +163,16 @@ def rollout_dataset(rows: list[dict]):
 
 
 def cold_start_answer(example: dict, template: str) -> str:
-    """A reasoning target written from the world's ground-truth cues (description and latent emotion)."""
-    from mllmtune.world.general import structured_answer
-    from mllmtune.world.scenes import feeling, polarity_arousal
-
-    if "description" not in example or "latent" not in example:
-        raise UserError("stage.cold_start needs examples with ground-truth cues (`description`, `latent`): world data")
-    label, latent = example["answer"], example["latent"]
-    if template == "emo-r3":
-        return structured_answer(example["description"], feeling(latent), polarity_arousal(latent), label)
-    if template == "think":
-        thought = f"{example['description']} {feeling(latent)}. {polarity_arousal(latent)}"
-        return f"<think> {thought} </think> \\boxed{{{label}}}"
-    return label
+    """The answer the cold start trains on: the one the data source wrote in `template` (`example["reasoning"]`)."""
+    if template == "plain":
+        return example["answer"]
+    written = example.get("reasoning") or {}
+    if template not in written:
+        raise UserError(
+            f"stage.cold_start needs examples that carry a written answer in the {template!r} template "
+            "(`reasoning`), as the world's data does; this data source has none"
+        )
+    return written[template]
 
 
 def cold_start_examples(examples: list[dict], stage) -> list[dict]:

@@ -175,9 +175,8 @@ def build_world(size: str | None = None, seed: int = 0, log=print, progress=None
     """Build the world from scratch into a temporary folder, then move it into place (never half-written)."""
     import torch
 
-    from mllmtune.config.recipe import SFTStage
     from mllmtune.runtime import bf16_is_fast
-    from mllmtune.stages.sft import run_sft
+    from mllmtune.stages.sft import SFTStage, run_sft
     from mllmtune.world.model import IMAGE_SIZE, PATCH_SIZE, build_model, build_processor, train_tokenizer
     from mllmtune.world.vision import pretrain_vision, vision_data
 

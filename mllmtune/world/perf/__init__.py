@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mllmtune.world.perf.overhead import GRPOSizes, SFTSizes
-from mllmtune.world.perf.table import TARGETS, Row, print_table, write_csv
+from mllmtune.report.perf import TARGETS, Row, print_table, write_csv
 
 
 @dataclass

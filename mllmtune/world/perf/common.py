@@ -32,10 +32,10 @@ class Setup:
 
 
 def as_examples(rows: list[dict]) -> list[dict]:
-    """World rows as training examples, exactly as `mllmtune train` builds them (`run.train_examples`)."""
-    from mllmtune.data.chat import emotion_prompt
+    """World rows as training examples, exactly as `mllmtune train` builds them."""
+    from mllmtune.world.data import as_examples
 
-    return [dict(r, prompt=emotion_prompt(r["labels"]), answer=r["label"]) for r in rows]
+    return as_examples(rows)
 
 
 def rendered_rows(split: str, n: int, seed: int = 0) -> list[dict]:

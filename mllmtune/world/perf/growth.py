@@ -30,7 +30,7 @@ def eval_seconds(model_dir: Path, rows: list[dict], batch_size: int = 64) -> flo
     """Seconds to evaluate `rows` as `evaluate` does for an emotion benchmark: batched greedy generation, parsing and
     metrics (`emoscenes-photo`'s scorer; the rows are given, so the world need not be built)."""
     from mllmtune.evaluation.benchmarks import BENCHMARKS
-    from mllmtune.evaluation.runner import generate
+    from mllmtune.evaluation.generate import generate
     from mllmtune.models.bundle import load_bundle
 
     bundle = load_bundle(str(model_dir))

@@ -111,9 +111,8 @@ def measure(
     import transformers  # noqa: F401
 
     from mllmtune import strategies
-    from mllmtune.config.recipe import SFTStage
     from mllmtune.models.bundle import load_bundle
-    from mllmtune.stages.sft import run_sft
+    from mllmtune.stages.sft import SFTStage, run_sft
     from mllmtune.world.perf.common import rendered_rows
 
     rows = rendered_rows("train", steps * batch_size)

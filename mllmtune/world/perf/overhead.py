@@ -56,9 +56,8 @@ def suite_sft(setup: Setup, strategy: str, sizes: SFTSizes, seed: int, progress,
     from transformers import set_seed
 
     from mllmtune import strategies
-    from mllmtune.config.recipe import SFTStage
     from mllmtune.models.bundle import load_bundle
-    from mllmtune.stages.sft import run_sft
+    from mllmtune.stages.sft import SFTStage, run_sft
 
     set_seed(seed)
     bundle = load_bundle(str(setup.model_dir))
@@ -206,7 +205,7 @@ class GRPOSizes:
 
 def grpo_stage(sizes: GRPOSizes, reflective: bool):
     """The two stages compared: identical but for the reflective reward weights (0 drops the term and its query)."""
-    from mllmtune.config.recipe import GRPOStage
+    from mllmtune.stages.grpo import GRPOStage
 
     rewards = {"accuracy": 0.8, "format": 0.1, "coherence": 0.05, "consistency": 0.05}
     if not reflective:
@@ -282,10 +281,9 @@ def cold_started(setup: Setup, sizes: GRPOSizes, folder: Path, seed: int, progre
 
     from transformers import set_seed
 
-    from mllmtune.config.recipe import SFTStage
     from mllmtune.models.bundle import load_bundle
     from mllmtune.stages.grpo import cold_start_examples
-    from mllmtune.stages.sft import run_sft
+    from mllmtune.stages.sft import SFTStage, run_sft
 
     if sizes.cold_start_steps <= 0:
         return setup
