@@ -156,16 +156,14 @@ def plan(cells: list[Cell], records: list[dict]) -> list[Cell]:
     return cells
 
 
-def _failed_record(cell: Cell, exc: BaseException, seconds: float) -> store.RunRecord:
+def _failed_record(results: Path, cell: Cell, exc: BaseException, seconds: float) -> store.RunRecord:
     """A `failed` record for errors `run.train` raised before it could record one itself (e.g. model loading)."""
-    from mllmtune.runs.provenance import provenance
     from mllmtune.strategies import REGISTRY
 
     r = cell.recipe
     strategy = REGISTRY.get(r.strategy.name)
-    return store.RunRecord(
+    return store.Results(results).record(
         run_id=store.new_run_id(r.name),
-        created_at=store.now_iso(),
         status="failed",
         error=_error_text(exc),
         recipe=r.resolved(),
@@ -179,7 +177,6 @@ def _failed_record(cell: Cell, exc: BaseException, seconds: float) -> store.RunR
         trainable_params=0,
         total_params=0,
         wall_s=round(seconds, 2),
-        provenance=provenance(),
         train={"traceback": "".join(traceback.format_exception(exc))[-4000:]},
     )
 
@@ -190,7 +187,7 @@ def _error_text(exc: BaseException) -> str:
 
 def _recorded_failure(results: Path, offset: int, key: tuple) -> bool:
     """Whether records appended after byte ``offset`` hold a `failed` record for ``key`` (run.train wrote one)."""
-    path = results / store.RUNS_FILE
+    path = store.Results(results).table
     if not path.exists():
         return False
     with path.open("rb") as handle:
@@ -209,7 +206,7 @@ def run_cell(cell: Cell, results: Path, console: Console) -> Outcome:
     """Train one cell in-process; any failure becomes a `failed` record and an outcome, never an exception."""
     from mllmtune.runs import train as run
 
-    path = results / store.RUNS_FILE
+    path = store.Results(results).table
     offset = path.stat().st_size if path.exists() else 0
     t0 = time.time()
     try:
@@ -217,7 +214,7 @@ def run_cell(cell: Cell, results: Path, console: Console) -> Outcome:
     except Exception as exc:
         seconds = time.time() - t0
         if not _recorded_failure(results, offset, cell.key):
-            store.append_record(results, _failed_record(cell, exc, seconds))
+            store.append_record(results, _failed_record(results, cell, exc, seconds))
         console.print(f"[bold red]failed[/] {cell.label}: {_error_text(exc)}", highlight=False)
         return Outcome(cell, "failed", seconds, _error_text(exc))
     return Outcome(cell, "ran", time.time() - t0, record.run_id)

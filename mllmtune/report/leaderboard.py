@@ -139,7 +139,7 @@ class _Predictions:
     """Per-item scores of stored runs, read once each; nothing is read when the folder has no `runs/`."""
 
     def __init__(self, results: Path) -> None:
-        self.results, self.enabled, self.cache = results, (results / "runs").is_dir(), {}
+        self.results, self.enabled, self.cache = results, store.Results(results).has_predictions(), {}
 
     def get(self, run_id: str, key: str) -> Scores | None:
         if self.enabled and (run_id, key) not in self.cache:

@@ -198,7 +198,7 @@ def run_report(results: Path, out: Path | None, console: Console, err_console: C
     report = build_report(results)
     for warning in report.warnings:
         (err_console or console).print(f"warning: {warning}", markup=False, highlight=False)
-    files = write_report(report, out or Path(results) / "report")
+    files = write_report(report, out or store.Results(results).report)
     print_report(report, console)
     from mllmtune.report.perf import report_table
 

@@ -13,6 +13,7 @@ import os
 import re
 import secrets
 import tempfile
+import time
 from collections.abc import Callable, Hashable, Iterable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -113,12 +114,68 @@ def new_run_id(name: str) -> str:
     return f"{stamp}-{_slug(name)}-{secrets.token_hex(4)}"
 
 
+class Results:
+    """The results folder: the one place its layout is known.
+
+    ```
+    runs.jsonl              the run table, one record per line (runs.jsonl.lock while a record is appended)
+    zero-shot.lock          held while a base model's zero-shot row is looked for or scored
+    runs/RUN_ID/            one run: predictions/KEY.jsonl, model/ (tuned weights), checkpoints/, export/
+    report/                 what `mllmtune report` writes
+    perf.csv                what `mllmtune perf` writes
+    ```
+    """
+
+    def __init__(self, root: str | os.PathLike[str]):
+        self.root = Path(root)
+
+    @property
+    def table(self) -> Path:
+        return self.root / RUNS_FILE
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report"
+
+    @property
+    def perf(self) -> Path:
+        return self.root / "perf.csv"
+
+    def run(self, run_id: str) -> Path:
+        """A run's folder, checked to stay inside the results folder."""
+        return inside(self.root, self.root / "runs" / check_run_id(run_id))
+
+    def predictions(self, run_id: str, benchmark_key: str) -> Path:
+        return self.root / "runs" / _safe_name(run_id) / "predictions" / f"{_safe_name(benchmark_key)}.jsonl"
+
+    def model(self, run_id: str) -> Path:
+        return self.run(run_id) / "model"
+
+    def checkpoints(self, run_id: str) -> Path:
+        return self.run(run_id) / "checkpoints"
+
+    def has_predictions(self) -> bool:
+        return (self.root / "runs").is_dir()
+
+    def record(self, *, status: Status, t0: float | None = None, **fields: Any) -> RunRecord:
+        """Build a run record: the one place records are made. It stamps the time, the peak memory, the wall time
+        since `t0` and the provenance, and stores artifact paths relative to this folder (`portable`)."""
+        from mllmtune.runs.provenance import peak_memory_mb, provenance
+
+        if fields.get("artifacts"):
+            fields["artifacts"] = portable(self.root, fields["artifacts"])
+        if t0 is not None:
+            fields["wall_s"] = round(time.time() - t0, 2)
+        fields.setdefault("peak_mem_mb", peak_memory_mb())
+        return RunRecord(created_at=now_iso(), status=status, provenance=provenance(), **fields)
+
+
 def runs_file(results_dir_or_file: str | os.PathLike[str]) -> Path:
     """``<results>/runs.jsonl`` for a results folder; a path to a file is returned as it is."""
     path = Path(results_dir_or_file)
     if path.is_dir():
-        return path / RUNS_FILE
-    return path if path.suffix == ".jsonl" or path.is_file() else path / RUNS_FILE
+        return Results(path).table
+    return path if path.suffix == ".jsonl" or path.is_file() else Results(path).table
 
 
 def check_writable(results_dir: str | os.PathLike[str]) -> Path:
@@ -250,7 +307,7 @@ def _safe_name(text: str) -> str:
 
 def predictions_path(results_dir: str | os.PathLike[str], run_id: str, benchmark_key: str) -> Path:
     """Where :func:`write_predictions` puts one benchmark's per-sample predictions."""
-    return Path(results_dir) / "runs" / _safe_name(run_id) / "predictions" / f"{_safe_name(benchmark_key)}.jsonl"
+    return Results(results_dir).predictions(run_id, benchmark_key)
 
 
 def _json_default(obj: Any) -> Any:

@@ -119,7 +119,6 @@ def evaluate_model(
     from transformers import set_seed
 
     from mllmtune.evaluation.runner import evaluate, prepare
-    from mllmtune.runs.provenance import peak_memory_mb, provenance
     from mllmtune.strategies.targets import count_parameters
 
     set_seed(seed)
@@ -141,10 +140,10 @@ def evaluate_model(
     for key, rows in predictions.items():
         store.write_predictions(results, run_id, key, rows)
     _, total = count_parameters(bundle.model)
-    record = store.RunRecord(
-        run_id=run_id,
-        created_at=store.now_iso(),
+    record = store.Results(results).record(
         status="success",
+        t0=t0,
+        run_id=run_id,
         recipe=recipe,
         recipe_hash=hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12],
         name="zero-shot",
@@ -155,11 +154,8 @@ def evaluate_model(
         model=_model_info(bundle),
         trainable_params=0,
         total_params=total,
-        wall_s=round(time.time() - t0, 2),
-        peak_mem_mb=peak_memory_mb(),
         scores=scores,
-        artifacts=store.portable(results, {"predictions": results / "runs" / run_id}),
-        provenance=provenance(),
+        artifacts={"predictions": results / "runs" / run_id},
     )
     store.append_record(results, record)
     return record
@@ -185,27 +181,21 @@ def _append_record(
     defaults to the exception being handled). `fields`: scores, train, artifacts, error."""
     import sys
 
-    from mllmtune.runs.provenance import peak_memory_mb, provenance
     from mllmtune.strategies.targets import count_parameters
 
     if status != "success" and "error" not in fields:
         exc = sys.exc_info()[1]
         fields["error"] = f"{type(exc).__name__}: {exc}"
-    if fields.get("artifacts"):
-        fields["artifacts"] = store.portable(results, fields["artifacts"])
     trainable, total = count_parameters(bundle.model)
-    record = store.RunRecord(
+    record = store.Results(results).record(
         **base,
         **fields,
-        created_at=store.now_iso(),
         status=status,
+        t0=t0,
         trainable_params=trainable,
         total_params=total,
-        wall_s=round(time.time() - t0, 2),
-        peak_mem_mb=peak_memory_mb(),
         baseline=baseline,
         baseline_runs=baseline_runs,
-        provenance=provenance(),
     )
     store.append_record(results, record)
     return record
@@ -297,7 +287,8 @@ def train(recipe: Recipe, results: Path, console: Console, resume: dict | None =
     main = runtime.is_main()
     if not main:
         console = Console(quiet=True)
-    run_dir = store.inside(results, results / "runs" / store.check_run_id(run_id))
+    folder = store.Results(results)
+    run_dir = folder.run(run_id)
     base = dict(
         run_id=run_id,
         recipe=recipe.resolved(),
@@ -343,7 +334,7 @@ def train(recipe: Recipe, results: Path, console: Console, resume: dict | None =
                 bundle.processor,
                 examples,
                 recipe.stage,
-                run_dir / "checkpoints",
+                folder.checkpoints(run_id),
                 recipe.seed,
                 progress=progress,
                 label=f"{recipe.stage.name} {recipe.name}",
@@ -354,7 +345,7 @@ def train(recipe: Recipe, results: Path, console: Console, resume: dict | None =
                 return None
             trained = True
             # Saved before scoring: an evaluation that fails (e.g. an lmms-eval task) must not cost the training.
-            model_dir = save_tuned(model, bundle, strategy, recipe.strategy, run_dir / "model")
+            model_dir = save_tuned(model, bundle, strategy, recipe.strategy, folder.model(run_id))
             scores, predictions = evaluate(
                 model, bundle.processor, names, recipe.eval.limit, recipe.eval.batch_size, progress, template, prepared
             )

@@ -13,8 +13,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mllmtune.world.perf.overhead import GRPOSizes, SFTSizes
 from mllmtune.report.perf import TARGETS, Row, print_table, write_csv
+from mllmtune.world.perf.overhead import GRPOSizes, SFTSizes
 
 
 @dataclass
@@ -206,7 +206,9 @@ def run_perf(
                 _row("growth", "eval per 1,000 samples", "s", ev, f"measured on {n_eval} samples, batch 64"),
                 _row("growth", "report per 10,000 records", "s", rep, f"measured on {n_rep} records, 50 recipes"),
             ]
-    path = write_csv(rows, Path(results) / "perf.csv")
+    from mllmtune.runs import store
+
+    path = write_csv(rows, store.Results(results).perf)
     if console:
         print_table(rows, console)
         log(f"wrote {path}")
