@@ -225,7 +225,9 @@ def report(
 
 @command(app, "ls")
 def ls(
-    what: Annotated[str, typer.Argument(help="strategies | recipes | benchmarks")] = "strategies",
+    what: Annotated[str, typer.Argument(help="strategies | recipes (and suites) | benchmarks | stages | rewards")] = (
+        "strategies"
+    ),
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
     model: Annotated[
         str | None, typer.Option("--model", "-m", help="with strategies: count trainable parameters on this model")
@@ -249,13 +251,25 @@ def ls(
             {"name": b.name, "version": b.version, "role": b.role, "description": b.description}
             for b in BENCHMARKS.values()
         ]
-    elif what == "recipes":
+    elif what == "recipes":  # recipes and suites, by the names `mllmtune cp` takes
+        from mllmtune.config.shipped import shipped
+
         rows = []
-        for path in sorted(Path("recipes").rglob("*.yaml")):
-            first = path.read_text().splitlines()[:1]
-            rows.append({"path": str(path), "command": first[0].lstrip("# ").strip() if first else ""})
+        for key, path in shipped().items():
+            first = path.read_text(encoding="utf-8").splitlines()[:1]
+            command = first[0].lstrip("# ").strip() if first and first[0].startswith("# mllmtune") else ""
+            rows.append({"name": key.split("/", 1)[1], "kind": key.split("/", 1)[0][:-1], "command": command})
+    elif what == "stages":
+        from mllmtune.stages.registry import STAGES
+
+        rows = [{"name": s.name, "description": s.description} for s in STAGES.values()]
+    elif what == "rewards":
+        from mllmtune.rewards import PRESETS, registry
+
+        rows = [{"name": n, "description": (r.fn.__doc__ or "").strip().split("\n")[0]} for n, r in registry().items()]
+        rows += [{"name": f"preset {n}", "description": str(w)} for n, w in PRESETS.items()]
     else:
-        raise UserError(f"ls: unknown listing {what!r}; choose strategies, recipes or benchmarks")
+        raise UserError(f"ls: unknown listing {what!r}; choose strategies, recipes, benchmarks, stages or rewards")
     if as_json:
         print(json.dumps(rows, indent=2))
         return
@@ -265,6 +279,19 @@ def ls(
     for row in rows:
         table.add_row(*[str(v) for v in row.values()])
     console.print(table)
+
+
+@command(app, "cp")
+def cp(
+    name: Annotated[str, typer.Argument(help="a shipped recipe or suite: qwen2.5-vl-3b/lora, quick, or a path")],
+    dest: Annotated[Path, typer.Argument(help="the copy: a file, or a folder that keeps the file's name")],
+    force: Annotated[bool, typer.Option(help="overwrite an existing file")] = False,
+) -> None:
+    """Copy a shipped recipe or suite to edit and run (`mllmtune ls recipes` lists them)."""
+    from mllmtune.config.shipped import copy
+
+    target = copy(name, dest, force)
+    console.print(f"copied to {target}; edit it, then: mllmtune validate {target}")
 
 
 @command(app, "export")

@@ -111,9 +111,12 @@ def test_no_import_cycles_in_the_package():
 
 
 def test_only_the_world_imports_the_world():
-    importers = sorted(m for m, deps in import_graph().items() if not m.startswith("mllmtune.world") and any(
-        d == "mllmtune.world" or d.startswith("mllmtune.world.") for d in deps
-    ))
+    importers = sorted(
+        m
+        for m, deps in import_graph().items()
+        if not m.startswith("mllmtune.world")
+        and any(d == "mllmtune.world" or d.startswith("mllmtune.world.") for d in deps)
+    )
     assert importers == []
     pyproject = (PACKAGE.parent / "pyproject.toml").read_text()
     assert 'world = "mllmtune.world.plugin:register"' in pyproject  # the one way in: the plug-in entry point
