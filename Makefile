@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # CPU torch where no CUDA driver is present (no CUDA wheels dragged in); the default build otherwise.
 TORCH := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "torch" || echo "torch==2.13.0")
 
-.PHONY: install demo test test-all lint clean-world perf
+.PHONY: install demo test test-all lint clean-world perf docs
 
 install: $(STAMP)
 
@@ -35,6 +35,10 @@ test-fast: install
 # Suite overhead, memory, start-up and growth against plain baselines (~10 minutes on 2 cores) -> results/perf.csv.
 perf: install
 	$(BIN)/mllmtune perf
+
+# docs/recipes.md from the recipe schema (tests/test_reference.py fails when it is stale).
+docs: install
+	$(BIN)/python -m mllmtune.config.reference > docs/recipes.md
 
 lint: install
 	$(BIN)/ruff check mllmtune tests
