@@ -89,7 +89,8 @@ def markdown() -> str:
     parts += ["\n## `model`\n", _doc(ModelSpec), table(ModelSpec, "model.")]
     parts += ["\n## `data`\n", "Chosen by `data.source`.\n"]
     for name, spec in _variants("data").items():
-        title = "files and hub data sets (`parquet`, `jsonl`, `csv`, `imagefolder`, `hub`)" if name == "files" else name
+        files = "files and hub data sets (`parquet`, `jsonl`, `csv`, `imagefolder`, `hub`)"
+        title = files if name == "files" else name
         parts += [f"\n### `data.source`: {title}\n", _doc(spec), table(spec, "data.")]
     parts += ["\n## `strategy`\n", "Chosen by `strategy.name`; `mllmtune ls strategies` describes each.\n"]
     for name, strategy in REGISTRY.items():
