@@ -151,7 +151,8 @@ def eval_(
     from rich.table import Table
 
     from mllmtune.models.bundle import load_bundle, load_model
-    from mllmtune.runs.train import evaluate_model, make_progress
+    from mllmtune.runs.train import make_progress
+    from mllmtune.runs.zero_shot import evaluate_model
 
     if model is None and spec is None:
         from mllmtune.config.defaults import apply

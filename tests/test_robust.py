@@ -277,7 +277,7 @@ def test_concurrent_runs_score_the_base_once(tmp_path, monkeypatch):
     from rich.console import Console
 
     from mllmtune.runs import store
-    from mllmtune.runs import train as run
+    from mllmtune.runs import zero_shot as run
 
     prepared = [SimpleNamespace(name="b", key="b@1", fingerprint="fp-b")]
     scored: list[str] = []

@@ -307,7 +307,7 @@ def test_a_redeclared_data_set_is_scored_again(tmp_path, bundle):
 
     from mllmtune.evaluation.benchmarks import BENCHMARKS
     from mllmtune.evaluation.declared import register
-    from mllmtune.runs.train import baseline_scores
+    from mllmtune.runs.zero_shot import baseline_scores
 
     results = tmp_path / "res"
     for colors in ((0, 0, 0), (255, 255, 255)):

@@ -150,8 +150,8 @@ class _Predictions:
 def _zero_shot_index(records: list[dict]) -> dict[tuple, list[tuple[str, float]]]:
     """(model id, revision, eval limit, benchmark key) -> [(zero-shot run id, accuracy)], latest first.
 
-    `run.baseline_scores` merges these records in file order; a run is paired with the latest one whose accuracy
-    equals the baseline the run stored, so its intervals use the very predictions it was compared against.
+    `runs.zero_shot.baseline_scores` merges these records in file order; a run is paired with the latest one whose
+    accuracy equals the baseline the run stored, so its intervals use the very predictions it was compared against.
     """
     index: dict[tuple, list[tuple[str, float]]] = {}
     for rec in reversed(records):
