@@ -3,15 +3,19 @@
 A plug-in is an entry point in the group ``mllmtune.plugins`` naming a function that takes no argument and
 registers what the package provides through the suite's own registries:
 
+- `mllmtune.strategies.registry.register` (what trains), `mllmtune.stages.registry.register` (how it trains),
+  `mllmtune.rewards.register` (GRPO rewards by name),
 - `mllmtune.models.bundle.register_model_id` (a model id such as ``world`` resolved to a local folder),
 - `mllmtune.data.registry.register` (a data source: its recipe section and its rows),
 - `mllmtune.evaluation.benchmarks.register` (benchmarks scored by name),
 - `mllmtune.config.defaults.register` (what a recipe that leaves out model, data or eval means),
 - `register_commands` below (sub-commands of the ``mllmtune`` command line).
 
-The embedded world is one (``mllmtune/world/plugin.py``, declared in pyproject.toml). `load` is the one place plug-ins
-are imported: nothing else in the suite imports a plug-in's modules. A plug-in that fails to import is skipped
-with a warning, so a broken extra never stops the core.
+Plug-ins load before the recipe schema is built from the registries, so a strategy, stage or data source a plug-in
+registers is a recipe option like a built-in one (docs/extending.md). The embedded world is one
+(``mllmtune/world/plugin.py``, declared in pyproject.toml). `load` is the one place plug-ins are imported: nothing
+else in the suite imports a plug-in's modules. A plug-in that fails to import is skipped with a warning, so a
+broken extra never stops the core.
 """
 
 from __future__ import annotations

@@ -12,6 +12,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 PACKAGE = Path(__file__).resolve().parents[1] / "mllmtune"
 
 
@@ -178,7 +180,7 @@ def test_the_core_runs_with_the_world_unimportable(tmp_path):
     from tiny_families import save_tiny
 
     model = save_tiny("llava", tmp_path / "tiny-llava")
-    train, test = _image_folder(tmp_path / "train", 1), _image_folder(tmp_path / "test", 2)
+    train, test, general = (_image_folder(tmp_path / name, i) for i, name in enumerate(["train", "test", "general"]))
 
     recipe = {
         "name": "core-only",
@@ -187,9 +189,12 @@ def test_the_core_runs_with_the_world_unimportable(tmp_path):
         "strategy": {"name": "lora", "r": 2},
         "stage": {"name": "sft", "max_steps": 1, "batch_size": 2},
         "eval": {
-            "datasets": {"folder": {"data": {"source": "imagefolder", "path": str(test), "split": "all"}}},
+            "datasets": {
+                "folder": {"data": {"source": "imagefolder", "path": str(test), "split": "all"}},
+                "general": {"data": {"source": "imagefolder", "path": str(general), "split": "all"}},
+            },
             "target": ["folder"],
-            "retention": ["folder"],
+            "retention": ["general"],
             "limit": 2,
         },
     }
@@ -202,3 +207,37 @@ def test_the_core_runs_with_the_world_unimportable(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "ok " in done.stdout and "bare: " in done.stdout
+
+
+def test_registries_name_what_they_know_and_refuse_a_second_meaning():
+    from mllmtune.config.recipe import validate
+    from mllmtune.errors import UserError
+    from mllmtune.rewards import register as register_reward
+    from mllmtune.stages.registry import STAGES, Stage
+    from mllmtune.stages.registry import register as register_stage
+    from mllmtune.stages.sft import SFTStage
+
+    def fails(data: dict) -> str:
+        try:
+            validate({"name": "x", "strategy": {"name": "full"}} | data, "r.yaml")
+        except UserError as exc:
+            return str(exc)
+        raise AssertionError(f"{data} validated")
+
+    assert fails({"stage": {"name": "rlhf"}}) == "r.yaml: stage: unknown stage 'rlhf'; known: grpo, sft"
+    assert "known: accuracy, coherence, consistency, format" in fails({"stage": {"name": "grpo", "rewards": {"x": 1}}})
+    assert "unknown benchmark 'nope'; known: emoscenes-art" in fails({"eval": {"target": ["nope"]}})
+    msg = fails({"eval": {"target": ["world-general"], "retention": ["world-general"]}})
+    assert (
+        msg
+        == "r.yaml: eval: retention: 'world-general' is also named above; a set counts in E, in F or beside them, once"
+    )
+    register_stage(Stage("late", SFTStage, "mllmtune.stages.sft:run_sft"))
+    try:
+        assert "'late' was registered after the recipe schema was built" in fails({"stage": {"name": "late"}})
+        with pytest.raises(ValueError, match="stage 'late' is registered twice"):
+            register_stage(Stage("late", SFTStage, "elsewhere:run"))
+    finally:
+        STAGES.pop("late")
+    with pytest.raises(ValueError, match="reward 'accuracy' is registered twice"):
+        register_reward("accuracy")(lambda completions, **kw: [0.0] * len(completions))

@@ -155,6 +155,10 @@ class EvalSpec(Strict):
     def _also(self) -> EvalSpec:
         if self.also is None:
             self.also = []
+        for key, names in (("retention", self.retention), ("also", self.also)):
+            twice = next((n for n in names if n in self.target or (key == "also" and n in self.retention)), None)
+            if twice is not None:
+                raise ValueError(f"{key}: {twice!r} is also named above; a set counts in E, in F or beside them, once")
         return self
 
 
@@ -174,14 +178,22 @@ def _variants(section: str) -> dict[str, type[BaseModel]]:
     return {}
 
 
+# The options the schema below is built from; an entry registered later is not a recipe option (see `validate`).
+_SCHEMA = {section: dict(_variants(section)) for section in ("strategy", "stage", "data")}
+
+
+def _schema_variants(section: str) -> dict[str, type[BaseModel]]:
+    return _SCHEMA.get(section, {})
+
+
 class Recipe(Strict):
     name: str = Field(min_length=1)
     description: str = Field("", max_length=4000)
     seed: int = Field(0, ge=0, le=2**32 - 1, description="0 to 2^32 - 1 (numpy's range)")
     model: ModelSpec
     data: _data_union()
-    strategy: _tagged_union(_variants("strategy"))
-    stage: _tagged_union(_variants("stage")) = Field(default_factory=lambda: STAGES["sft"].settings())
+    strategy: _tagged_union(_SCHEMA["strategy"])
+    stage: _tagged_union(_SCHEMA["stage"]) = Field(default_factory=lambda: STAGES["sft"].settings())
     eval: EvalSpec
 
     @model_validator(mode="before")
@@ -223,9 +235,22 @@ def validate(data: Any, source: str) -> Recipe:
         errors = exc.errors()
         # A misspelt key is the likely cause of the "Field required" beside it: name it first.
         errors.sort(key=lambda e: e["type"] != "extra_forbidden")
-        first = describe(errors[0], data, Recipe, _variants)
+        first = describe(errors[0], data, Recipe, _schema_variants)
+        late = _registered_late(errors[0])
+        if late:
+            first += f" ({late!r} was registered after the recipe schema was built; register it from a plug-in)"
         more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
         raise UserError(f"{source}: {first}{more}") from None
+
+
+def _registered_late(err: dict) -> str | None:
+    """The name of a strategy or stage the error calls unknown but the registry knows (registered too late)."""
+    given = err.get("input")
+    section = str(err["loc"][0]) if err.get("loc") else ""
+    if err["type"] != "union_tag_invalid" or not isinstance(given, dict) or section not in ("strategy", "stage"):
+        return None
+    name = given.get("name")
+    return name if name in _variants(section) and name not in _SCHEMA[section] else None
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:

@@ -51,6 +51,9 @@ def register(name: str, reflective: bool = False):
     """Register a reward function (or, `reflective=True`, a factory `ask -> reward function`) under `name`."""
 
     def deco(fn):
+        known = _REGISTRY.get(name)
+        if known is not None and (known.fn.__module__, known.fn.__qualname__) != (fn.__module__, fn.__qualname__):
+            raise ValueError(f"reward {name!r} is registered twice ({known.fn.__module__}.{known.fn.__qualname__})")
         _REGISTRY[name] = Reward(name, fn, reflective)
         return fn
 

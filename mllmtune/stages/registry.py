@@ -35,6 +35,9 @@ STAGES: dict[str, Stage] = {}
 
 
 def register(stage: Stage) -> Stage:
+    known = STAGES.get(stage.name)
+    if known is not None and known != stage:
+        raise ValueError(f"stage {stage.name!r} is registered twice")
     STAGES[stage.name] = stage
     return stage
 
