@@ -73,3 +73,25 @@ def test_sigint_records_cancelled_and_resume_succeeds(micro_world, tmp_path, rec
     # a finished run cannot be resumed again
     res = CliRunner().invoke(app, ["train", "--resume", cancelled["run_id"], "--results", str(results)])
     assert res.exit_code == 2 and "already succeeded" in res.output
+
+
+def test_a_signal_while_a_stage_sets_up_is_held_for_its_first_step():
+    """SIGINT during the seconds a stage spends importing TRL and building its trainer is held, not raised: the
+    guard then stops training at its first step end (with a checkpoint); a held signal no training takes ends the
+    block as `Cancelled`."""
+    from types import SimpleNamespace
+
+    from mllmtune.stages import loop
+
+    guard = SimpleNamespace(signal=None)
+    with pytest.raises(loop.Cancelled, match="interrupted by SIGINT"):
+        with loop.held_signals():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.1)  # a raised KeyboardInterrupt would leave the block here
+    with loop.held_signals():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.1)
+        with loop._signals_to(guard):
+            pass
+    assert guard.signal == "SIGTERM"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored

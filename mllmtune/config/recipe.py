@@ -250,7 +250,7 @@ def _registered_late(err: dict) -> str | None:
     if err["type"] != "union_tag_invalid" or not isinstance(given, dict) or section not in ("strategy", "stage"):
         return None
     name = given.get("name")
-    return name if name in _variants(section) and name not in _SCHEMA[section] else None
+    return name if isinstance(name, str) and name in _variants(section) and name not in _SCHEMA[section] else None
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:

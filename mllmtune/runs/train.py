@@ -125,7 +125,7 @@ def train(recipe: Recipe, results: Path, console: Console, resume: dict | None =
     from mllmtune.evaluation.runner import evaluate, prepare
     from mllmtune.models.bundle import load_model
     from mllmtune.stages import registry as stages
-    from mllmtune.stages.loop import Cancelled
+    from mllmtune.stages.loop import Cancelled, held_signals
     from mllmtune.strategies.saving import save_tuned
     from mllmtune.strategies.targets import count_parameters
 
@@ -200,18 +200,19 @@ def train(recipe: Recipe, results: Path, console: Console, resume: dict | None =
                 f"strategy {strategy.name} ({strategy.family}): {trainable:,} of {total:,} parameters "
                 f"train ({100 * trainable / total:.2f}%)"
             )
-            summary = stages.get(recipe.stage.name).runner()(
-                model,
-                bundle.processor,
-                examples,
-                recipe.stage,
-                folder.checkpoints(run_id),
-                recipe.seed,
-                progress=progress,
-                label=f"{recipe.stage.name} {recipe.name}",
-                optimizer=strategy.optimizer(model, recipe.strategy, recipe.stage) if strategy.optimizer else None,
-                resume_from=resume["artifacts"]["checkpoint"] if resume else None,
-            )
+            with held_signals():  # a signal while the stage sets up stops it at its first step
+                summary = stages.get(recipe.stage.name).runner()(
+                    model,
+                    bundle.processor,
+                    examples,
+                    recipe.stage,
+                    folder.checkpoints(run_id),
+                    recipe.seed,
+                    progress=progress,
+                    label=f"{recipe.stage.name} {recipe.name}",
+                    optimizer=strategy.optimizer(model, recipe.strategy, recipe.stage) if strategy.optimizer else None,
+                    resume_from=resume["artifacts"]["checkpoint"] if resume else None,
+                )
             if not main:
                 return None
             trained = True

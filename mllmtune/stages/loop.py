@@ -178,14 +178,48 @@ def _warn(progress, message: str) -> None:
         print(message, file=sys.stderr)
 
 
+_HELD: list[str] = []  # signals that arrived while a stage was setting up (`held_signals`)
+
+
+@contextmanager
+def held_signals():
+    """Hold SIGINT/SIGTERM while a stage sets up (imports, its trainer: seconds on a small model) instead of
+    raising at once: training then stops at its first step end with a checkpoint, as for a signal during training.
+    A signal that no training picked up ends the block with `Cancelled` (no checkpoint)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def hold(signum, frame):
+        _HELD.append(signal.Signals(signum).name)
+
+    handlers = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    except BaseException:
+        _HELD.clear()
+        raise
+    finally:
+        for sig, old in handlers.items():
+            signal.signal(sig, old)
+    if _HELD:
+        name = _HELD[-1]
+        _HELD.clear()
+        raise Cancelled(name, None)
+
+
 @contextmanager
 def _signals_to(guard):
-    """Route SIGINT/SIGTERM to `guard` while training (only possible in the main thread)."""
+    """Route SIGINT/SIGTERM to `guard` while training (only possible in the main thread); a signal held while the
+    stage set up stops training at its first step end."""
     handlers = {}
 
     def handle(signum, frame):
         guard.signal = signal.Signals(signum).name
 
+    if _HELD:
+        guard.signal = _HELD[-1]
+        _HELD.clear()
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             handlers[sig] = signal.signal(sig, handle)
