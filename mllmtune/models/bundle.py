@@ -1,7 +1,9 @@
 """Load a model bundle: the model, its processor and its named module groups.
 
 Strategies speak of groups (`vision`, `projector`, `language`, `lm_head`) rather than of module names, so one
-recipe line targets the same part of any supported family. A family is added by one entry in `GROUPS`.
+recipe line targets the same part of any family. The groups are found from the model's own structure
+(`mllmtune/models/groups.py`), on a weightless copy built from the config before any weight is read; `GROUPS` names
+them by hand for a family discovery gets wrong.
 """
 
 from __future__ import annotations
@@ -14,36 +16,10 @@ from pathlib import Path
 
 from mllmtune.errors import UserError
 
-_LLAVA_LAYOUT = {
-    "vision": ["model.vision_tower."],
-    "projector": ["model.multi_modal_projector."],
-    "language": ["model.language_model."],
-    "lm_head": ["lm_head."],
-}
-_QWEN_LAYOUT = {  # the merger is the projector; it lives inside the vision module
-    "vision": ["model.visual.blocks.", "model.visual.patch_embed.", "model.visual.rotary_pos_emb."],
-    "projector": ["model.visual.merger."],
-    "language": ["model.language_model."],
-    "lm_head": ["lm_head."],
-}
-_IDEFICS_LAYOUT = {
-    "vision": ["model.vision_model."],
-    "projector": ["model.connector."],
-    "language": ["model.text_model."],
-    "lm_head": ["lm_head."],
-}
-# Parameter-name prefixes of each group, per `config.model_type` (transformers >= 5 layout). Gemma 3 ties its
-# head to the embeddings, so its `lm_head` group holds no parameter of its own.
-GROUPS: dict[str, dict[str, list[str]]] = {
-    "llava": _LLAVA_LAYOUT,
-    "llava_next": {**_LLAVA_LAYOUT, "projector": ["model.multi_modal_projector.", "model.image_newline"]},
-    "llava_onevision": {**_LLAVA_LAYOUT, "projector": ["model.multi_modal_projector.", "model.image_newline"]},
-    "qwen2_vl": _QWEN_LAYOUT,
-    "qwen2_5_vl": _QWEN_LAYOUT,
-    "idefics3": _IDEFICS_LAYOUT,
-    "smolvlm": _IDEFICS_LAYOUT,
-    "gemma3": _LLAVA_LAYOUT,
-}
+# Module groups of the families whose structure `mllmtune.models.groups.discover` does not read right: parameter-name
+# prefixes per group, by `config.model_type`. Every family transformers ships that discovery places is found
+# without an entry here (tests/test_groups.py checks it over all image-text-to-text types).
+GROUPS: dict[str, dict[str, list[str]]] = {}
 # Families whose processor also builds a video processor, which needs torchvision (see `load_processor`).
 VIDEO_FAMILIES = {"qwen2_vl": "Qwen2VLProcessor", "qwen2_5_vl": "Qwen2_5_VLProcessor"}
 _LAYER = re.compile(r"\.layers\.(\d+)\.")
@@ -197,11 +173,7 @@ def load_bundle(
     except ValueError as exc:  # custom code the recipe did not allow
         raise UserError(f"cannot load model {model_id!r}: {str(exc).splitlines()[0]}") from None
     family = config.model_type
-    if family not in GROUPS:
-        raise UserError(
-            f"model family {family!r} is not supported; supported: {', '.join(sorted(GROUPS))} "
-            "(a family is added in mllmtune/models/bundle.py: GROUPS)"
-        )
+    groups = module_groups(config, trust_remote_code)
     torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
     kwargs = {"revision": revision, "dtype": torch_dtype, "trust_remote_code": trust_remote_code}
     if attn_implementation:
@@ -224,12 +196,47 @@ def load_bundle(
         model_id=model_id,
         path=path,
         revision=revision or resolved_revision,
-        groups=GROUPS[family],
+        groups=groups,
         dtype=dtype,
         quantization=quantization,
         attn_implementation=attn_implementation,
         processor_kwargs=processor_kwargs,
     )
+
+
+def module_groups(config, trust_remote_code: bool = False) -> dict[str, list[str]]:
+    """The module groups of the model `config` describes: `GROUPS` for an exception, else discovered on a copy built
+    on the meta device (no memory, no weights). One line naming the problem when they cannot all be placed."""
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    from mllmtune.models.groups import discover
+
+    family = config.model_type
+    if family in GROUPS:
+        return GROUPS[family]
+    override = f"name its groups in mllmtune/models/bundle.py: GROUPS[{family!r}] (group -> parameter-name prefixes)"
+    try:
+        with torch.device("meta"):
+            skeleton = AutoModelForImageTextToText.from_config(config, trust_remote_code=trust_remote_code)
+    except ValueError as exc:
+        raise UserError(
+            f"model family {family!r} is not supported: transformers has no image-text-to-text model for it "
+            f"({str(exc).splitlines()[0][:160]})"
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - a family's own build code; the user gets one line and a way out
+        raise UserError(
+            f"model family {family!r}: cannot build it to find its module groups ({exc}); {override}"
+        ) from None
+    groups, unplaced = discover(skeleton)
+    if unplaced:
+        raise UserError(
+            f"model family {family!r}: {len(unplaced)} parameter(s) fit no module group, e.g. "
+            f"{', '.join(unplaced[:3])}; {override}"
+        )
+    if "language" not in groups:
+        raise UserError(f"model family {family!r}: no language model found (groups: {', '.join(groups)}); {override}")
+    return groups
 
 
 def load_model(spec) -> Bundle:

@@ -1,8 +1,8 @@
 """Turn module groups (`vision`, `projector`, `language`, `lm_head`) into module names a method can target.
 
-Groups are parameter-name prefixes (see `mllmtune.models.GROUPS`), so every lookup here is by kind of module under
-those prefixes (`nn.Linear`, normalization layers, attention/MLP blocks), never by a family's module names: the same
-recipe line targets the same part of a LLaVA, a Qwen2.5-VL or an Idefics3 model.
+Groups are parameter-name prefixes (found by `mllmtune.models.groups.discover`), so every lookup here is by kind of
+module under those prefixes (`nn.Linear`, normalization layers, attention/MLP blocks), never by a family's module
+names: the same recipe line targets the same part of a LLaVA, a Qwen2.5-VL or an Idefics3 model.
 """
 
 from __future__ import annotations
