@@ -17,7 +17,6 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Discriminator,
     Field,
     Tag,
@@ -30,6 +29,7 @@ from pydantic import (
 from mllmtune import plugins
 from mllmtune.config import defaults
 from mllmtune.config.describe import describe
+from mllmtune.config.fields import Strict
 from mllmtune.config.io import apply_overrides, read_yaml
 from mllmtune.data import registry as data_sources
 from mllmtune.data.sources import FileData
@@ -44,10 +44,6 @@ from mllmtune.strategies import REGISTRY
 # Plug-ins register their data sources, benchmarks and defaults before the schema below is built from the
 # registries (the embedded world is one; `mllmtune.plugins`).
 plugins.load()
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class ModelSpec(Strict):
@@ -68,17 +64,6 @@ class ModelSpec(Strict):
         description="keyword arguments for the processor (e.g. Qwen2.5-VL's min_pixels / max_pixels); they decide "
         "what the model sees, so they are part of a zero-shot score's fingerprint",
     )
-
-
-def _data_tag(value: Any) -> str:
-    source = value.get("source") if isinstance(value, dict) else getattr(value, "source", None)
-    return source if isinstance(source, str) and source in data_sources.SOURCES else "files"
-
-
-def _data_union():
-    # Built from the registry: a plug-in's source needs no edit here.
-    options = [Annotated[s.spec, Tag(name)] for name, s in data_sources.SOURCES.items()]
-    return Annotated[Union[(*options, Annotated[FileData, Tag("files")])], Discriminator(_data_tag)]  # noqa: UP007
 
 
 class EvalSpec(Strict):
@@ -184,6 +169,17 @@ _SCHEMA = {section: dict(_variants(section)) for section in ("strategy", "stage"
 
 def _schema_variants(section: str) -> dict[str, type[BaseModel]]:
     return _SCHEMA.get(section, {})
+
+
+def _data_tag(value: Any) -> str:
+    """A registered source by its name (`source: world`); any other `source` is a file or hub source."""
+    source = value.get("source") if isinstance(value, dict) else getattr(value, "source", None)
+    return source if isinstance(source, str) and source in _SCHEMA["data"] else "files"
+
+
+def _data_union():
+    options = [Annotated[spec, Tag(name)] for name, spec in _SCHEMA["data"].items()]
+    return Annotated[Union[tuple(options)], Discriminator(_data_tag)]  # noqa: UP007
 
 
 class Recipe(Strict):

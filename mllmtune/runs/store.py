@@ -145,8 +145,11 @@ class Results:
         """A run's folder, checked to stay inside the results folder."""
         return inside(self.root, self.root / "runs" / check_run_id(run_id))
 
+    def predictions_dir(self, run_id: str) -> Path:
+        return self.root / "runs" / _safe_name(run_id) / "predictions"
+
     def predictions(self, run_id: str, benchmark_key: str) -> Path:
-        return self.root / "runs" / _safe_name(run_id) / "predictions" / f"{_safe_name(benchmark_key)}.jsonl"
+        return self.predictions_dir(run_id) / f"{_safe_name(benchmark_key)}.jsonl"
 
     def model(self, run_id: str) -> Path:
         return self.run(run_id) / "model"

@@ -159,7 +159,7 @@ def train(recipe: Recipe, results: Path, console: Console, resume: dict | None =
     if not main:
         console = Console(quiet=True)
     folder = store.Results(results)
-    run_dir = folder.run(run_id)
+    folder.run(run_id)  # the id checked, and its folder inside the results folder, before anything trains
     base = dict(
         run_id=run_id,
         recipe=recipe.resolved(),
@@ -262,7 +262,7 @@ def train(recipe: Recipe, results: Path, console: Console, resume: dict | None =
         status="success",
         scores=scores,
         train={**summary, **({"skipped_images": examples.skipped} if hasattr(examples, "skipped") else {})},
-        artifacts={"predictions": str(run_dir / "predictions"), "model": str(model_dir)},
+        artifacts={"predictions": str(folder.predictions_dir(run_id)), "model": str(model_dir)},
     )
     print_summary(console, record, recipe)
     return record

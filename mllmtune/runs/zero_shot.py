@@ -122,7 +122,8 @@ def evaluate_model(
     for key, rows in predictions.items():
         store.write_predictions(results, run_id, key, rows)
     _, total = count_parameters(bundle.model)
-    record = store.Results(results).record(
+    folder = store.Results(results)
+    record = folder.record(
         status="success",
         t0=t0,
         run_id=run_id,
@@ -137,7 +138,7 @@ def evaluate_model(
         trainable_params=0,
         total_params=total,
         scores=scores,
-        artifacts={"predictions": results / "runs" / run_id},
+        artifacts={"predictions": folder.run(run_id)},
     )
     store.append_record(results, record)
     return record

@@ -16,16 +16,17 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from mllmtune.config.fields import Strict
 from mllmtune.data.chat import emotion_prompt
 from mllmtune.emo_r3 import rewards
 from mllmtune.emo_r3 import template as tpl
 from mllmtune.errors import UserError
 from mllmtune.stages import loop
-from mllmtune.stages.loop import Precision, Settings, TrainLoop
+from mllmtune.stages.loop import Precision, TrainLoop
 from mllmtune.stages.sft import SFTStage, run_sft
 
 
-class ReflectionSpec(Settings):
+class ReflectionSpec(Strict):
     """How the policy answers the reflective questions (sampled, no gradient). The released code samples them as
     its validation (`examples/config.yaml`, `worker.rollout.val_override_config`: temperature 0.6, top_p 0.95) up to
     the rollout's response length."""

@@ -13,14 +13,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
-
-class Settings(BaseModel):
-    """A stage's recipe section: unknown keys are refused."""
-
-    model_config = ConfigDict(extra="forbid")
-
+from mllmtune.config.fields import Strict, one_of
 
 # Autocast precision of a stage's forward and backward; weights and optimizer stay float32.
 Precision = Literal["no", "bf16", "fp16"]
@@ -53,7 +48,7 @@ MAX_EPOCHS_BOUND = 10_000
 HASH_IGNORED_STAGE_KEYS = ("release_freed_memory",)
 
 
-class TrainLoop(Settings):
+class TrainLoop(Strict):
     """What every stage's trainer loop shares (both stages run on `transformers.Trainer` arguments)."""
 
     epochs: float = Field(1.0, gt=0, le=MAX_EPOCHS_BOUND)
@@ -85,9 +80,7 @@ class TrainLoop(Settings):
     @field_validator("lr_scheduler")
     @classmethod
     def _scheduler(cls, value: str) -> str:
-        if value not in SCHEDULERS:
-            raise ValueError(f"unknown scheduler {value!r}; known: {', '.join(SCHEDULERS)}")
-        return value
+        return one_of(value, SCHEDULERS, "unknown scheduler")
 
 
 class Cancelled(KeyboardInterrupt):

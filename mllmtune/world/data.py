@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
+
+from mllmtune.config.fields import Strict, one_of
 
 SPLITS = ("test", "train")  # what mllmtune/world/build.py writes for every data set
 
 
-class WorldData(BaseModel):
+class WorldData(Strict):
     """`data: {source: world}`: the world's EmoScenes rows of one domain."""
 
-    model_config = ConfigDict(extra="forbid")
     source: Literal["world"] = "world"
     domain: Literal["photo", "art", "web"] = "photo"
     split: str = "train"
@@ -21,9 +22,7 @@ class WorldData(BaseModel):
     @field_validator("split")
     @classmethod
     def _split(cls, value: str) -> str:
-        if value not in SPLITS:
-            raise ValueError(f"the world has no split {value!r}; known: {', '.join(SPLITS)}")
-        return value
+        return one_of(value, SPLITS, "the world has no split")
 
 
 def load_rows(spec: WorldData) -> list[dict]:

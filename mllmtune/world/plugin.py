@@ -41,7 +41,11 @@ def recipe_defaults(data: dict) -> dict:
         ev = dict(ev or {})
         ev.setdefault("target", list(TARGETS))
         ev.setdefault("retention", list(RETENTION))
-        if ev.get("also") is None and isinstance(ev["retention"], list) and "world-general" in ev["retention"]:
+        if (
+            ev.get("also") is None
+            and isinstance(ev["retention"], list)
+            and set(RETENTION) & set(map(str, ev["retention"]))
+        ):
             ev["also"] = list(ALSO)
         data["eval"] = ev
     return data

@@ -100,7 +100,7 @@ def synthetic_table(results: Path, n: int, recipes: int = 50, seed: int = 0) -> 
                 **common,
             ).model_dump_json()
         )
-    (results / store.RUNS_FILE).write_text("\n".join(lines) + "\n")
+    store.Results(results).table.write_text("\n".join(lines) + "\n")
 
 
 def report_seconds(n: int) -> float:
