@@ -185,6 +185,19 @@ def gemma3():
 BUILDERS = {"llava": llava, "qwen2_5_vl": qwen2_5_vl, "idefics3": idefics3, "gemma3": gemma3}
 
 
+def _more() -> None:
+    """The builders kept in their own files, one file per group of related families."""
+    import tiny_gemma4_llama4
+    import tiny_others
+    import tiny_qwen3
+
+    for module in (tiny_qwen3, tiny_others, tiny_gemma4_llama4):
+        BUILDERS.update(module.BUILDERS)
+
+
+_more()
+
+
 def save_tiny(family: str, directory: Path, seed: int = 0) -> Path:
     """Build the family's tiny model and processor and save both to `directory` (a hub-style model folder)."""
     import torch

@@ -9,6 +9,7 @@ them by hand for a family discovery gets wrong.
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,8 +21,6 @@ from mllmtune.errors import UserError
 # prefixes per group, by `config.model_type`. Every family transformers ships that discovery places is found
 # without an entry here (tests/test_groups.py checks it over all image-text-to-text types).
 GROUPS: dict[str, dict[str, list[str]]] = {}
-# Families whose processor also builds a video processor, which needs torchvision (see `load_processor`).
-VIDEO_FAMILIES = {"qwen2_vl": "Qwen2VLProcessor", "qwen2_5_vl": "Qwen2_5_VLProcessor"}
 _LAYER = re.compile(r"\.layers\.(\d+)\.")
 
 
@@ -95,44 +94,60 @@ def resolve_model_path(model_id: str) -> tuple[str, str | None]:
     return model_id, None
 
 
+def _processor_class(family: str):
+    """The processor class transformers names for `family` (None where it names none, e.g. remote code)."""
+    import transformers
+    from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
+
+    name = PROCESSOR_MAPPING_NAMES.get(family)
+    return getattr(transformers, name, None) if isinstance(name, str) else None
+
+
+def needs_image_only(family: str) -> bool:
+    """True where the family's processor builds a video processor and torchvision, which every video processor
+    needs, is not installed."""
+    cls = _processor_class(family)
+    return (
+        cls is not None
+        and "video_processor" in inspect.signature(cls.__init__).parameters
+        and importlib.util.find_spec("torchvision") is None
+    )
+
+
 def image_only_class(family: str):
     """The family's processor class without its video processor, for machines without torchvision.
 
-    Qwen2-VL's processor always builds a video processor, and every video processor needs torchvision. Images
-    alone need only the PIL image processor and the tokenizer, so this is the same processor class minus the
-    video part. It keeps the family's class name, so a saved copy loads as the family's processor elsewhere.
+    Qwen-VL, InternVL, LLaVA-OneVision, GLM-4V and others always build a video processor, and every video processor
+    needs torchvision. Images alone need only the PIL image processor and the tokenizer, so this is the same class
+    whose `__init__` lacks the `video_processor` argument: transformers reads a processor's parts from that
+    signature (`ProcessorMixin.get_attributes`), so `from_pretrained` loads the rest as usual. It keeps the family's
+    class name, so a saved copy loads as the family's processor elsewhere.
     """
-    import transformers
-
-    base = getattr(transformers, VIDEO_FAMILIES[family])
-
-    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
-        base.__init__(self, image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
-
-    return type(base.__name__, (base,), {"__init__": __init__, "__doc__": base.__doc__})
-
-
-def image_only_processor(
-    path: str, family: str, revision: str | None = None, trust_remote_code: bool = False, **kwargs
-):
-    from transformers import AutoImageProcessor, AutoTokenizer
-
-    cls = image_only_class(family)
-    kw = {"revision": revision, "trust_remote_code": trust_remote_code}
-    tokenizer = AutoTokenizer.from_pretrained(path, **kw)
-    image_processor = AutoImageProcessor.from_pretrained(path, backend="pil", **kw, **kwargs)
-    template = Path(path) / "chat_template.jinja"
-    chat_template = template.read_text() if template.is_file() else tokenizer.chat_template
-    return cls(image_processor=image_processor, tokenizer=tokenizer, chat_template=chat_template)
+    base = _processor_class(family)
+    # transformers reads a processor's accepted arguments from `__init__.__code__` as well as from its signature
+    # (`ProcessorMixin.from_dict`), so a `*args, **kwargs` wrapper would drop them: the wrapper is written out with
+    # the base's own named arguments, less `video_processor`, and their defaults.
+    named = [
+        p for p in inspect.signature(base.__init__).parameters.values()
+        if p.name not in ("self", "video_processor") and p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+    ]  # fmt: skip
+    defaults = {p.name: None if p.default is inspect.Parameter.empty else p.default for p in named}
+    args = ", ".join(f"{p.name}=_defaults[{p.name!r}]" for p in named)
+    passed = ", ".join(f"{p.name}={p.name}" for p in named)
+    source = f"def __init__(self, {args}, **kwargs):\n    _base.__init__(self, {passed}, video_processor=None, **kwargs)\n"
+    scope = {"_base": base, "_defaults": defaults}
+    exec(source, scope)  # noqa: S102 - code built above from the base class's own parameter names
+    return type(base.__name__, (base,), {"__init__": scope["__init__"], "__doc__": base.__doc__})
 
 
 def load_processor(path: str, family: str, revision: str | None = None, trust_remote_code: bool = False, **kwargs):
     """The model's processor; `kwargs` (a recipe's `model.processor`) go to the image processor."""
     from transformers import AutoProcessor
 
-    if family in VIDEO_FAMILIES and importlib.util.find_spec("torchvision") is None:
-        return image_only_processor(path, family, revision, trust_remote_code, **kwargs)
-    return AutoProcessor.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code, **kwargs)
+    kw = {"revision": revision, "trust_remote_code": trust_remote_code, **kwargs}
+    if needs_image_only(family):
+        return image_only_class(family).from_pretrained(path, **kw)
+    return AutoProcessor.from_pretrained(path, **kw)
 
 
 def processor_at(path: str | Path):
