@@ -231,7 +231,13 @@ def ls(
     ),
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
     model: Annotated[
-        str | None, typer.Option("--model", "-m", help="with strategies: count trainable parameters on this model")
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="with strategies: parameters per strategy and group, and memory per dtype, on this model (a folder, "
+            "a config.json or a hub id; built from its config on the meta device, no weights read)",
+        ),
     ] = None,
 ) -> None:
     """List what exists."""
@@ -239,12 +245,17 @@ def ls(
 
     if model is not None and what != "strategies":
         raise UserError("ls: --model applies only to `ls strategies`")
+    title = what
     if what == "strategies":
         from mllmtune.strategies.listing import strategy_rows
 
         if model is not None:
             _setup()
         rows = strategy_rows(model)
+        if model is not None and not as_json:
+            from mllmtune.strategies.listing import caption, table_rows
+
+            title, rows = f"strategies on {model}: {caption(rows)}", table_rows(rows)
     elif what == "benchmarks":
         from mllmtune.evaluation.benchmarks import BENCHMARKS
 
@@ -274,11 +285,11 @@ def ls(
     if as_json:
         print(json.dumps(rows, indent=2))
         return
-    table = Table(title=what)
+    table = Table(title=title)
     for col in rows[0] if rows else []:
         table.add_column(col)
     for row in rows:
-        table.add_row(*[str(v) for v in row.values()])
+        table.add_row(*[str(row.get(col, "")) for col in rows[0]])
     console.print(table)
 
 

@@ -134,7 +134,9 @@ def image_only_class(family: str):
     defaults = {p.name: None if p.default is inspect.Parameter.empty else p.default for p in named}
     args = ", ".join(f"{p.name}=_defaults[{p.name!r}]" for p in named)
     passed = ", ".join(f"{p.name}={p.name}" for p in named)
-    source = f"def __init__(self, {args}, **kwargs):\n    _base.__init__(self, {passed}, video_processor=None, **kwargs)\n"
+    source = (
+        f"def __init__(self, {args}, **kwargs):\n    _base.__init__(self, {passed}, video_processor=None, **kwargs)\n"
+    )
     scope = {"_base": base, "_defaults": defaults}
     exec(source, scope)  # noqa: S102 - code built above from the base class's own parameter names
     return type(base.__name__, (base,), {"__init__": scope["__init__"], "__doc__": base.__doc__})
@@ -219,21 +221,17 @@ def load_bundle(
     )
 
 
-def module_groups(config, trust_remote_code: bool = False) -> dict[str, list[str]]:
-    """The module groups of the model `config` describes: `GROUPS` for an exception, else discovered on a copy built
-    on the meta device (no memory, no weights). One line naming the problem when they cannot all be placed."""
+def skeleton(config, dtype=None, trust_remote_code: bool = False):
+    """The model `config` describes, built on the meta device: its structure, shapes and dtypes, no memory, no
+    weights. One line when transformers has no image-text-to-text model for it or cannot build it."""
     import torch
     from transformers import AutoModelForImageTextToText
 
-    from mllmtune.models.groups import discover
-
     family = config.model_type
-    if family in GROUPS:
-        return GROUPS[family]
-    override = f"name its groups in mllmtune/models/bundle.py: GROUPS[{family!r}] (group -> parameter-name prefixes)"
+    kwargs = {"trust_remote_code": trust_remote_code} | ({"dtype": dtype} if dtype is not None else {})
     try:
         with torch.device("meta"):
-            skeleton = AutoModelForImageTextToText.from_config(config, trust_remote_code=trust_remote_code)
+            return AutoModelForImageTextToText.from_config(config, **kwargs)
     except ValueError as exc:
         raise UserError(
             f"model family {family!r} is not supported: transformers has no image-text-to-text model for it "
@@ -241,17 +239,53 @@ def module_groups(config, trust_remote_code: bool = False) -> dict[str, list[str
         ) from None
     except Exception as exc:  # noqa: BLE001 - a family's own build code; the user gets one line and a way out
         raise UserError(
-            f"model family {family!r}: cannot build it to find its module groups ({exc}); {override}"
+            f"model family {family!r}: cannot build it to find its module groups ({exc}); {_override(family)}"
         ) from None
-    groups, unplaced = discover(skeleton)
+
+
+def _override(family: str) -> str:
+    return f"name its groups in mllmtune/models/bundle.py: GROUPS[{family!r}] (group -> parameter-name prefixes)"
+
+
+def module_groups(config, trust_remote_code: bool = False, model=None) -> dict[str, list[str]]:
+    """The module groups of the model `config` describes: `GROUPS` for an exception, else discovered on `model` or
+    on a copy built on the meta device (no memory, no weights). One line naming the problem when they cannot all be
+    placed."""
+    from mllmtune.models.groups import discover
+
+    family = config.model_type
+    if family in GROUPS:
+        return GROUPS[family]
+    groups, unplaced = discover(model if model is not None else skeleton(config, trust_remote_code=trust_remote_code))
     if unplaced:
         raise UserError(
             f"model family {family!r}: {len(unplaced)} parameter(s) fit no module group, e.g. "
-            f"{', '.join(unplaced[:3])}; {override}"
+            f"{', '.join(unplaced[:3])}; {_override(family)}"
         )
     if "language" not in groups:
-        raise UserError(f"model family {family!r}: no language model found (groups: {', '.join(groups)}); {override}")
+        raise UserError(
+            f"model family {family!r}: no language model found (groups: {', '.join(groups)}); {_override(family)}"
+        )
     return groups
+
+
+def read_config(model_id: str, trust_remote_code: bool = False):
+    """(config, path) of a model folder, a config file (`config.json` or any `.json`), a plug-in's id or a hub id
+    (from the cache when offline): the config alone, no weights read."""
+    from transformers import AutoConfig
+
+    file = Path(model_id).expanduser()
+    path = str(file) if file.is_file() else resolve_model_path(model_id)[0]
+    try:
+        return AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code), path
+    except OSError as exc:
+        raise UserError(
+            f"cannot read the config of {model_id!r} ({str(exc).splitlines()[0][:120]}); without network pass a "
+            f"local config file: `hf download {model_id} config.json --local-dir DIR` where there is network, "
+            "then --model DIR/config.json"
+        ) from None
+    except ValueError as exc:
+        raise UserError(f"cannot read the config of {model_id!r}: {str(exc).splitlines()[0]}") from None
 
 
 def load_model(spec) -> Bundle:
