@@ -149,7 +149,36 @@ def load_processor(path: str, family: str, revision: str | None = None, trust_re
     kw = {"revision": revision, "trust_remote_code": trust_remote_code, **kwargs}
     if needs_image_only(family):
         return image_only_class(family).from_pretrained(path, **kw)
-    return AutoProcessor.from_pretrained(path, **kw)
+    try:
+        return AutoProcessor.from_pretrained(path, **kw)
+    except ImportError as exc:  # Mistral 3's (or a LLaVA-format Pixtral's) processor, without torchvision
+        if "PixtralProcessor" not in str(exc) or importlib.util.find_spec("torchvision") is not None:
+            raise
+        return pixtral_processor_class().from_pretrained(path, **kw)
+
+
+def pixtral_processor_class():
+    """PixtralProcessor on a machine without torchvision.
+
+    Its module imports one function, `get_resize_output_image_size`, from the torchvision image processor's module,
+    and the PIL image processor's module defines the same function; transformers' top-level `PixtralProcessor` is a
+    placeholder that refuses without torchvision. The torchvision module is stood in for by one holding the PIL
+    module's function (only when torchvision is absent and the module not yet imported), then the class comes from
+    its own module.
+    """
+    import sys
+    import types
+
+    fast = "transformers.models.pixtral.image_processing_pixtral"
+    if importlib.util.find_spec("torchvision") is None and fast not in sys.modules:
+        from transformers.models.pixtral import image_processing_pil_pixtral as pil
+
+        stand_in = types.ModuleType(fast)
+        stand_in.get_resize_output_image_size = pil.get_resize_output_image_size
+        sys.modules[fast] = stand_in
+    from transformers.models.pixtral.processing_pixtral import PixtralProcessor
+
+    return PixtralProcessor
 
 
 def processor_at(path: str | Path):
