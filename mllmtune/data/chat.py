@@ -49,7 +49,16 @@ def encode_prompts(processor, batch: list[dict], padding_side: str = "left", tex
     """Tokenize the prompts of a batch (with their images) ready for `generate`; `texts`: already rendered."""
     texts = texts if texts is not None else prompt_texts(processor, batch)
     processor.tokenizer.padding_side = padding_side
-    return processor(text=texts, images=_images(batch), padding=True, return_tensors="pt")
+    images = _images(batch)
+    # padding_side passed too: a processor's own default (InternVL's "left") overrides the tokenizer's attribute
+    kwargs = dict(padding=True, padding_side=padding_side, return_tensors="pt")
+    try:
+        return processor(text=texts, images=images, **kwargs)
+    except ValueError:
+        if images is not None:
+            raise
+        # a processor that refuses text alone (PaliGemma's); its model reads text alone, as the template renders it
+        return processor.tokenizer(texts, **kwargs)
 
 
 class ChatCollator:
@@ -104,4 +113,14 @@ class ChatCollator:
                 for i, n in enumerate(lengths):
                     grown[i, :n] = value[i, :n]
                 out[key] = grown
+        if "token_type_ids" in out and _prefix_lm(proc):
+            out["token_type_ids"][out["labels"] != -100] = 1  # the answer is the causal "suffix"
         return out
+
+
+def _prefix_lm(processor) -> bool:
+    """A prefix-LM processor (PaliGemma's): it takes the answer as `suffix` and marks it with `token_type_ids` 1, the
+    part its model attends causally; 0 is the prefix (image and prompt), attended both ways."""
+    import inspect
+
+    return "suffix" in inspect.signature(type(processor).__call__).parameters
