@@ -61,8 +61,9 @@ def _recipe(tmp_path, model_dir, data_dir, strategy: dict) -> str:
         },
         "eval": {
             "datasets": {
-                "tiny-emotion": {
-                    "data": {"source": "jsonl", "path": str(data_dir / "test.jsonl"), "labels": "emotion6"}
+                "tiny-emotion": {  # a random model may never stop: 16 tokens, not the reasoning budget
+                    "data": {"source": "jsonl", "path": str(data_dir / "test.jsonl"), "labels": "emotion6"},
+                    "max_new_tokens": 16,
                 },
                 "tiny-vqa": {
                     "data": {"source": "jsonl", "path": str(data_dir / "vqa.jsonl"), "task": "vqa"},
@@ -90,7 +91,9 @@ def test_groups_found(tiny_model):
     assert [n for n in names if bundle.group_of(n) is None] == []  # every parameter belongs to a group
     found = {bundle.group_of(n) for n in names}
     assert {"vision", "projector", "language"} <= found
-    assert ("lm_head" in found) == (family != "gemma3")  # Gemma 3 ties its head to the embeddings
+    # a head tied to the embeddings (Gemma 3 and 4) holds no parameter of its own
+    tied = bundle.model.get_output_embeddings().weight is bundle.model.get_input_embeddings().weight
+    assert ("lm_head" in found) == (not tied)
     assert bundle.num_language_layers() == 2
 
 
@@ -218,6 +221,10 @@ def test_one_grpo_step_with_reflection(tiny_model, data_dir, tmp_path, monkeypat
     grpo = "stage={name: grpo, max_steps: 1, batch_size: 4, num_generations: 2, max_completion_length: 8, "
     grpo += "warmup_ratio: 0}"
     res = runner.invoke(app, ["train", "--recipe", recipe, "--results", str(results), "--set", grpo])
+    if family == "llama4":  # TRL cannot roll it out (mllmtune/stages/grpo.py: UNSUPPORTED): refused before scoring
+        assert res.exit_code == 2 and "'llama4' cannot run GRPO yet" in res.output, res.output
+        assert not (results / "runs.jsonl").exists()
+        return
     assert res.exit_code == 0, res.output
     run = [json.loads(line) for line in (results / "runs.jsonl").read_text().splitlines()][-1]
     assert run["status"] == "success" and run["stage"] == "grpo" and run["model"]["family"] == family

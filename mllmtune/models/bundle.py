@@ -139,7 +139,16 @@ def image_only_class(family: str):
     )
     scope = {"_base": base, "_defaults": defaults}
     exec(source, scope)  # noqa: S102 - code built above from the base class's own parameter names
-    return type(base.__name__, (base,), {"__init__": scope["__init__"], "__doc__": base.__doc__})
+    from transformers import ProcessorMixin
+
+    class WithoutVideo(ProcessorMixin):
+        """Drops the `video_processor` a family hands on to `ProcessorMixin` by keyword (Gemma 4 does), which
+        `ProcessorMixin` refuses for a class whose `__init__` lacks it; placed between the family and the mixin."""
+
+        def __init__(self, *args, video_processor=None, **kwargs):
+            super().__init__(*args, **kwargs)
+
+    return type(base.__name__, (base, WithoutVideo), {"__init__": scope["__init__"], "__doc__": base.__doc__})
 
 
 def load_processor(path: str, family: str, revision: str | None = None, trust_remote_code: bool = False, **kwargs):

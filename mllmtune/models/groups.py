@@ -29,6 +29,7 @@ PROJECTOR = (
     "aligner",
     "mm_projector",
     "merger",
+    "deepstack_merger_list",  # Qwen3-VL: mergers of intermediate vision layers into the language model's width
     "vision_projection",
     "vision_adapter",
     "vision_resampler",
@@ -45,6 +46,7 @@ PROJECTOR = (
     "query_tokens",
     "language_projection",
     "image_to_text_projection",
+    "embed_vision",  # Gemma 4: the vision soft tokens' projection into the language model
 )
 LANGUAGE = ("language_model", "text_model")
 EXTRA = {
@@ -52,6 +54,7 @@ EXTRA = {
     "audio_tokenizer": "audio",
     "audio_model": "audio",
     "audio_projector": "audio",
+    "embed_audio": "audio",  # Gemma 4
     # Janus: the image-generation path (VQ tokenizer, its embeddings, aligner and head), apart from understanding
     "vqmodel": "generation",
     "generation_embeddings": "generation",
@@ -92,6 +95,12 @@ def discover(model) -> tuple[dict[str, list[str]], list[str]]:
                     add("projector" if _kind(inner) == "projector" else "vision", f"{path}{inner}.")
                 for pname, _ in child.named_parameters(recurse=False):
                     add("vision", f"{path}{pname}")
+            elif kind == "language" and any(n == "lm_head" for n, _ in child.named_children()):
+                # a causal LM inside (Llama 4's `language_model`): its head is the lm_head group
+                for inner, _ in child.named_children():
+                    add("lm_head" if inner == "lm_head" else "language", f"{path}{inner}.")
+                for pname, _ in child.named_parameters(recurse=False):
+                    add("language", f"{path}{pname}")
             elif kind is not None:
                 add(kind, path)
         for pname, _ in module.named_parameters(recurse=False):

@@ -152,6 +152,10 @@ def train(recipe: Recipe, results: Path, console: Console, resume: dict | None =
 
         check_labels(examples, recipe.stage)
     bundle = load_model(recipe.model)
+    if recipe.stage.name == "grpo":
+        from mllmtune.stages.grpo import check_family
+
+        check_family(bundle.family)
     if strategy.check:  # groups that match nothing fail before the baseline is scored and recorded
         strategy.check(bundle, recipe.strategy)
     run_id = runtime.agree(resume["run_id"] if resume else store.new_run_id(recipe.name))

@@ -111,6 +111,18 @@ def _labels(example: dict, stage) -> list[str]:
     return list(labels)
 
 
+# Families TRL's GRPOTrainer cannot roll out (TRL 1.16), with the reason, so a run stops before anything is scored.
+UNSUPPORTED = {
+    "llama4": "TRL's GRPOTrainer processes prompts without tensors and stacks Llama 4's per-image tile stacks into "
+    "5-D pixel_values, which Llama 4's vision model refuses",
+}
+
+
+def check_family(family: str) -> None:
+    if family in UNSUPPORTED:
+        raise UserError(f"stage grpo: model family {family!r} cannot run GRPO yet: {UNSUPPORTED[family]}; use sft")
+
+
 def check_labels(examples: list[dict], stage) -> None:
     """A candidate list must cover every label of the data (an uncovered label could never be answered right), and
     the coherence question must be able to list each example's label set."""
@@ -210,6 +222,19 @@ def _plain_ref_init(model):
             config.init_lora_weights = init
 
 
+def _trainer_class(base):
+    """TRL's trainer, passed on to the model only the processor outputs it scores with: TRL hands every output but
+    the ids to `_get_per_token_logps_and_entropies`, which takes no `batch_num_images` (LLaVA-OneVision's; with one
+    image per rollout the model's default) and no `labels` (PaliGemma's processor writes them; TRL sets its own)."""
+
+    class Trainer(base):
+        def _get_per_token_logps_and_entropies(self, *args, batch_num_images=None, labels=None, **kwargs):
+            return super()._get_per_token_logps_and_entropies(*args, **kwargs)
+
+    Trainer.__name__ = Trainer.__qualname__ = base.__name__
+    return Trainer
+
+
 def _policy_opener(trainer):
     """The live policy ready to generate, as TRL's own generation path opens it (`GRPOTrainer._generate`): unwrapped
     from DDP / DeepSpeed (ZeRO-3 parameters gathered) and, under FSDP, with the full parameters summoned."""
@@ -302,7 +327,7 @@ def run_grpo(
         gradient_checkpointing=stage.gradient_checkpointing,  # TRL's default is on; the recipe decides
     )
     with _plain_ref_init(model):
-        trainer = GRPOTrainer(
+        trainer = _trainer_class(GRPOTrainer)(
             model=model,
             reward_funcs=funcs,
             args=args,

@@ -14,13 +14,15 @@ from mllmtune.errors import UserError
 
 _NORM = re.compile(r"norm", re.IGNORECASE)
 _BLOCK = re.compile(r"(Attention|MLP|FeedForward|FFN)$")
+_ROUTER = re.compile(r"Router$")
 
 
 def is_linear(name: str, module) -> bool:
-    """Dense layers, including quantized subclasses (bitsandbytes' `Linear4bit` is an `nn.Linear`)."""
+    """Dense layers, including quantized subclasses (bitsandbytes' `Linear4bit` is an `nn.Linear`), but no
+    mixture-of-experts router that is one: Llama 4's returns (scores, logits), which no peft layer can wrap."""
     import torch
 
-    return isinstance(module, torch.nn.Linear)
+    return isinstance(module, torch.nn.Linear) and not _ROUTER.search(type(module).__name__)
 
 
 def is_norm(name: str, module) -> bool:
@@ -120,4 +122,15 @@ def wrap_peft(model, config):
     from peft import get_peft_model
 
     config.task_type = "CAUSAL_LM"
-    return get_peft_model(model, config)
+    if not config.is_prompt_learning:
+        return get_peft_model(model, config)
+    # peft looks for the word embeddings in the model's first child that is a transformers model; Llama 4's first
+    # is its vision model (no `model` wraps the towers), so the child holding the input embeddings goes first
+    embeddings = model.get_input_embeddings()
+    order = list(model._modules)
+    first = [n for n in order if any(m is embeddings for m in model._modules[n].modules())]
+    model._modules = {n: model._modules[n] for n in first + [n for n in order if n not in first]}
+    try:
+        return get_peft_model(model, config)
+    finally:
+        model._modules = {n: model._modules[n] for n in order if n in model._modules} | model._modules
