@@ -11,8 +11,8 @@ completions of 8 tokens and the EMO-R3 rewards), with one item scored before and
     python benchmarks/real_size.py --model qwen2.5-vl-7b-instruct --stages sft
 
 It prints, per stage, the training time of the step (the trainer's own `train_runtime`), the whole command's wall
-time and the process's peak resident memory, and writes them to OUT/real_size-DTYPE.json. Needs about 8 GB of disk and
-5x the model's bfloat16 size in memory for the SFT step on CPU.
+time and the process's peak resident memory, and writes them to OUT/real_size-DTYPE.json. For the 3B: about 8 GB of
+disk; in float32 on CPU the SFT step peaked at 18.4 GiB and the GRPO step went past 24 GiB (docs/real-size.md).
 
 On a CPU without bf16 instructions (no AVX512-BF16 or AMX) torch multiplies bfloat16 matrices with its reference
 kernel, a hundred times slower than float32: use `--dtype float32` there (figures in docs/real-size.md).
