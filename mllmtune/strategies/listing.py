@@ -30,6 +30,8 @@ def strategy_rows(model_id: str | None = None) -> list[dict]:
     rows = [{"name": s.name, "family": s.family, "description": s.description} for s in strategies]
     if model_id is None:
         return rows
+    import copy
+
     from mllmtune.errors import UserError
     from mllmtune.models.bundle import Bundle, module_groups, read_config, skeleton
 
@@ -37,8 +39,8 @@ def strategy_rows(model_id: str | None = None) -> list[dict]:
     base = skeleton(config, dtype=_torch_dtype("bfloat16"))
     groups = module_groups(config, model=base)
     for row, strategy in zip(rows, strategies, strict=True):
-        bundle = Bundle(model=_copy(base), processor=None, family=config.model_type, model_id=model_id, path=path,
-                        groups=groups, dtype="bfloat16")  # fmt: skip
+        bundle = Bundle(model=copy.deepcopy(base), processor=None, family=config.model_type, model_id=model_id,
+                        path=path, groups=groups, dtype="bfloat16")  # fmt: skip
         try:
             model = _build_on_meta(strategy, bundle)
         except UserError as exc:
@@ -56,12 +58,6 @@ def _torch_dtype(name: str):
     import torch
 
     return getattr(torch, name)
-
-
-def _copy(model):
-    import copy
-
-    return copy.deepcopy(model)
 
 
 def _build_on_meta(strategy, bundle):
